@@ -1,0 +1,2 @@
+//! Shared pieces of the example binaries.
+#![deny(unsafe_code)]

@@ -1,0 +1,2 @@
+//! ferropoll-gopool (pending; see its issue).
+#![deny(unsafe_code)]

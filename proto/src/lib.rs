@@ -1,0 +1,2 @@
+//! ferropoll-proto (pending; see its issue).
+#![deny(unsafe_code)]

@@ -1,0 +1,2 @@
+//! ferropoll-rpc (pending; see its issue).
+#![deny(unsafe_code)]

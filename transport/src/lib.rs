@@ -1,0 +1,2 @@
+//! ferropoll-transport (pending; see its issue).
+#![deny(unsafe_code)]
