@@ -61,7 +61,8 @@ pub trait Handler: Send + Sync + 'static {
     fn on_connect(&self, conn: &Connection) -> Self::State;
 
     /// Unread input is there: read (with [`Connection::reader`]) and answer.
-    /// `Err` closes the connection.
+    /// `Err` closes the connection, except `ErrorKind::WouldBlock` (an
+    /// incomplete request read inline with `?`), which waits for more input.
     fn on_request(&self, state: &mut Self::State, conn: &Connection) -> io::Result<()>;
 
     /// The connection is closed (by either side, a timeout, an error or

@@ -69,6 +69,9 @@ pub(crate) struct LoopShared {
     queue: SegQueue<Task>,
     waker: EventFd,
     notified: AtomicBool,
+    /// The loop thread has exited: tasks are dropped (a queued task holds a
+    /// connection, whose handle holds this: a cycle that would leak).
+    exited: AtomicBool,
     pub(crate) cfg: Arc<Config>,
     pub(crate) counters: Counters,
 }
@@ -84,6 +87,7 @@ impl LoopShared {
             queue: SegQueue::new(),
             waker: EventFd::new()?,
             notified: AtomicBool::new(false),
+            exited: AtomicBool::new(false),
             cfg,
             counters: Counters::default(),
         })
@@ -101,11 +105,35 @@ impl LoopShared {
     /// Queues `task`; wakes the loop unless it is the caller or already due.
     pub(crate) fn send(&self, task: Task) {
         self.queue.push(task);
+        if self.exited.load(Ordering::SeqCst) {
+            self.drop_tasks();
+            return;
+        }
         if !self.is_current() && !self.notified.swap(true, Ordering::AcqRel) {
             if let Err(e) = self.waker.wake() {
                 tracing::error!(error = %e, "cannot wake event loop");
             }
         }
+    }
+}
+
+impl LoopShared {
+    fn drop_tasks(&self) {
+        while let Some(task) = self.queue.pop() {
+            if let Task::Attach(c) = task {
+                abandon(&self.counters, &c);
+            }
+        }
+    }
+}
+
+/// Closes a connection that never got (or lost) its loop.
+fn abandon(counters: &Counters, conn: &Connection) {
+    let inner = &conn.inner;
+    if inner.set(CLOSING | FINALIZED) & FINALIZED == 0 {
+        inner.output.lock().fd = None;
+        inner.wake_readers();
+        counters.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -231,13 +259,18 @@ impl<H: Handler> Reactor<H> {
         // Forced: close what remains. Handlers still running on the pool keep
         // their state; `on_disconnect` runs only for connections no handler holds.
         for key in self.conns.keys() {
-            if let Some(slot) = self.conns.get(key).cloned() {
-                slot.conn.inner.set(CLOSING);
-                self.finalize(&slot, "event loop stopped");
+            if let Some(slot) = self.conns.remove(key) {
+                if slot.conn.inner.set(CLOSING) & RUNNING != 0 {
+                    // Its handler still runs: close the socket, skip the callbacks.
+                    self.abandon(&slot.conn);
+                } else {
+                    self.conns_finalize_removed(&slot);
+                }
             }
         }
-        // Tasks queued late (e.g. an attach racing with shutdown) close their
-        // connections by dropping them.
+        // Tasks queued late (e.g. an attach racing with shutdown): dropped,
+        // their connections closed.
+        self.shared.exited.store(true, Ordering::SeqCst);
         while let Some(task) = self.shared.queue.pop() {
             if let Task::Attach(c) = task {
                 self.abandon(&c);
@@ -248,12 +281,10 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn abandon(&self, conn: &Connection) {
-        let inner = &conn.inner;
-        inner.set(CLOSING | FINALIZED);
-        inner.output.lock().fd = None;
-        inner.wake_readers();
-        self.shared.counters.open.fetch_sub(1, Ordering::AcqRel);
-        self.group.open.fetch_sub(1, Ordering::AcqRel);
+        if !conn.inner.flag(FINALIZED) {
+            self.group.open.fetch_sub(1, Ordering::AcqRel);
+        }
+        abandon(&self.shared.counters, conn);
     }
 
     // ----- tasks --------------------------------------------------------
@@ -581,7 +612,9 @@ impl<H: Handler> Reactor<H> {
             let handler = &self.handler;
             let conn = &slot.conn;
             match catch_unwind(AssertUnwindSafe(|| handler.on_request(state, conn))) {
+                // `WouldBlock` from a non-blocking read: wait for more input.
                 Ok(Ok(())) => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Ok(Err(e)) => {
                     tracing::debug!(conn = conn.id(), error = %e, "handler error; closing");
                     inner.set(CLOSING);
@@ -665,6 +698,10 @@ impl<H: Handler> Reactor<H> {
             }
         }
         self.finalize(slot, reason);
+    }
+
+    fn conns_finalize_removed(&mut self, slot: &Arc<Slot<H::State>>) {
+        self.finalize(slot, "event loop stopped");
     }
 
     fn finalize(&mut self, slot: &Arc<Slot<H::State>>, reason: &'static str) {
@@ -873,46 +910,46 @@ fn inner_id<S>(slot: &Slot<S>) -> u64 {
 fn pool_rounds<H: Handler>(slot: Arc<Slot<H::State>>, handler: Arc<H>) {
     let inner = &slot.conn.inner;
     let conn = &slot.conn;
-    let mut guard = slot.state.lock();
     loop {
         let seen = inner.bytes_in.load(Ordering::Acquire);
-        while let Some(state) = guard.as_mut() {
-            if inner.unread.load(Ordering::Acquire) == 0 || inner.flag(CLOSING | FINALIZED) {
-                break;
-            }
-            let before = inner.consumed();
-            match catch_unwind(AssertUnwindSafe(|| handler.on_request(state, conn))) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(conn = conn.id(), error = %e, "handler error; closing");
-                    inner.set(CLOSING);
+        {
+            let mut guard = slot.state.lock();
+            while let Some(state) = guard.as_mut() {
+                if inner.unread.load(Ordering::Acquire) == 0 || inner.flag(CLOSING | FINALIZED) {
                     break;
                 }
-                Err(_) => {
-                    inner.lp.counters.panics.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(conn = conn.id(), "handler panicked; closing its connection");
-                    inner.set(CLOSING);
+                let before = inner.consumed();
+                match catch_unwind(AssertUnwindSafe(|| handler.on_request(state, conn))) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(conn = conn.id(), error = %e, "handler error; closing");
+                        inner.set(CLOSING);
+                        break;
+                    }
+                    Err(_) => {
+                        inner.lp.counters.panics.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            conn = conn.id(),
+                            "handler panicked; closing its connection"
+                        );
+                        inner.set(CLOSING);
+                        break;
+                    }
+                }
+                if inner.consumed() == before {
                     break;
                 }
-            }
-            if inner.consumed() == before {
-                break;
             }
         }
         inner.clear(RUNNING);
         if inner.flag(CLOSING | INPUT_EOF) {
-            drop(guard);
             inner.lp.send(Task::HandlerExited(conn.clone()));
             return;
         }
         let fresh = inner.bytes_in.load(Ordering::Acquire) != seen;
         if fresh && inner.unread.load(Ordering::Acquire) > 0 && inner.set(RUNNING) & RUNNING == 0 {
             continue;
-        }
-        if inner.unread.load(Ordering::Acquire) > 0 {
-            // Incomplete request: let the loop track the stall.
-            drop(guard);
-            inner.lp.send(Task::HandlerExited(conn.clone()));
         }
         return;
     }
