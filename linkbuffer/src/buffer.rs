@@ -1,0 +1,891 @@
+//! [`LinkBuffer`]: the read side, the write side and the socket helpers.
+//!
+//! The buffer is a queue of slots (see `slots.rs`), each a window of one node
+//! (`node.rs`). Its content is the concatenation of the slots' content; the
+//! first `len` bytes of it are readable (flushed), the remaining
+//! `total - len` are written but unflushed. So `flush` is O(1) — it moves the
+//! boundary — and `malloc_ack` truncates from the back. Writes go into the
+//! spare capacity of the last slot when it is a node this buffer owns.
+//!
+//! Slot invariant: every slot except the first and the last has content.
+//! (A fully read first slot may stay until the next read or `release`,
+//! so that `next` can return its bytes without copying; an empty last slot
+//! is a node waiting to be written.)
+
+use std::fmt;
+use std::io::IoSlice;
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::node::{OwnedSlot, SharedSlot, Slot};
+use crate::slots::Slots;
+
+/// Size of a node allocated for small writes.
+///
+/// 8 KiB: one node holds a batch of typical RPC frames (a few hundred bytes
+/// each) so a flush is one iovec, while an idle-but-unflushed writer pins
+/// little. Measured against 4 KiB and 16 KiB with the `decode` bench's write
+/// path: 4 KiB costs an extra node every few messages, 16 KiB gained nothing.
+pub const BLOCK_SIZE: usize = 8 << 10;
+
+/// Largest node a `write_binary` allocates; longer writes span several nodes.
+/// (`malloc(n)` and `book(n)` promise `n` *contiguous* bytes, so they may
+/// allocate one larger node, unpooled by mcache.)
+pub const MAX_NODE: usize = ferropoll_mcache::MAX_POOLED;
+
+/// A node larger than this only takes writes of at least an eighth of its
+/// capacity: small writes must not keep a big node alive (netpoll #76, #342).
+const LARGE_NODE: usize = 64 << 10;
+
+/// `write_bytes` links (no copy) payloads at least this long; shorter ones
+/// are copied, which is cheaper than a new slot plus a fresh node for the
+/// writes that follow.
+pub const LINK_MIN: usize = 4 << 10;
+
+/// First and smallest adaptive read size of [`LinkBuffer::book`].
+pub const MIN_READ_SIZE: usize = 8 << 10;
+
+/// Largest adaptive read size of [`LinkBuffer::book`].
+///
+/// 256 KiB: at memcpy speed (~10 GB/s) one such read costs ~25 µs of copying
+/// against ~1–2 µs of syscall overhead, so larger reads save under 5 % while
+/// multiplying the memory a bursty connection holds. It is also above the
+/// kernel's default TCP receive buffer (128 KiB), so one read drains it.
+pub const MAX_READ_SIZE: usize = 256 << 10;
+
+const _: () = assert!(MAX_READ_SIZE <= u32::MAX as usize && MIN_READ_SIZE <= MAX_READ_SIZE);
+
+/// Scratch memory kept between calls while the buffer is not idle.
+const SCRATCH_KEEP: usize = 4 << 10;
+
+/// A nocopy streaming byte buffer: a queue of reference-counted nodes from
+/// mcache, written at the tail and read at the head.
+///
+/// See the [crate documentation](crate) for the model (readable vs unflushed
+/// bytes, ownership, concurrency). In short: writes are invisible to the read
+/// side until [`flush`](LinkBuffer::flush); reads that fit in one node borrow
+/// it without copying; [`slice`](LinkBuffer::slice) and
+/// [`next_bytes`](LinkBuffer::next_bytes) give owned zero-copy views.
+///
+/// ```
+/// use ferropoll_linkbuffer::LinkBuffer;
+///
+/// let mut buf = LinkBuffer::new();
+/// buf.write_binary(b"\x00\x05hello");
+/// assert_eq!(buf.len(), 0); // not flushed yet
+/// buf.flush();
+/// let n = u16::from_be_bytes(buf.next(2).unwrap().try_into().unwrap());
+/// let payload = buf.next_bytes(n as usize).unwrap(); // zero-copy
+/// assert_eq!(&payload[..], b"hello");
+/// buf.release();
+/// ```
+pub struct LinkBuffer {
+    slots: Slots,
+    /// Readable (flushed) bytes: a prefix of the content.
+    len: usize,
+    /// All content bytes: readable plus unflushed.
+    total: usize,
+    /// Bytes handed out by the last `book`, until `book_ack` or a write.
+    booked: usize,
+    /// The adaptive read size for `book` (at most `MAX_READ_SIZE`).
+    read_size: u32,
+    /// Consecutive `book_ack`s that used under half the read size.
+    small_reads: u8,
+    /// Where cross-node `peek`/`next` copy to; reused.
+    scratch: Vec<u8>,
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<LinkBuffer>();
+};
+
+impl Default for LinkBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for LinkBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinkBuffer")
+            .field("len", &self.len)
+            .field("unflushed", &(self.total - self.len))
+            .field("nodes", &self.slots.len())
+            .field("read_size", &self.read_size)
+            .finish()
+    }
+}
+
+/// Whether an owned tail node should take a write of `n` bytes at all
+/// (the large-node trim), spare room aside.
+#[inline]
+fn accepts(tail: &OwnedSlot, n: usize) -> bool {
+    tail.capacity() <= LARGE_NODE || n >= tail.capacity() / 8
+}
+
+/// Whether an owned tail node can take a write of `n` bytes now.
+#[inline]
+fn fits(tail: &OwnedSlot, n: usize) -> bool {
+    tail.spare() >= n && accepts(tail, n)
+}
+
+impl LinkBuffer {
+    /// An empty buffer. Allocates nothing until written.
+    pub const fn new() -> Self {
+        LinkBuffer {
+            slots: Slots::new(),
+            len: 0,
+            total: 0,
+            booked: 0,
+            read_size: MIN_READ_SIZE as u32,
+            small_reads: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Read side
+    // ------------------------------------------------------------------
+
+    /// Readable bytes: those written *and flushed*.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no byte is readable.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    fn check(&self, n: usize) -> Result<()> {
+        if n > self.len {
+            return Err(Error::Insufficient {
+                requested: n,
+                available: self.len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops fully read slots at the front, keeping at least one slot.
+    #[inline]
+    fn trim_front(&mut self) {
+        while self.slots.len() > 1 && self.slots.front().is_some_and(|s| s.len() == 0) {
+            self.slots.pop_front();
+        }
+    }
+
+    /// Whether the first `n` readable bytes lie in the first slot
+    /// (after `trim_front`).
+    #[inline]
+    fn front_holds(&self, n: usize) -> bool {
+        match self.slots.front() {
+            Some(s) => s.len() >= n,
+            None => n == 0,
+        }
+    }
+
+    /// Consumes `n <= len` readable bytes, dropping the slots it empties
+    /// (except the last one, which the writer may still fill).
+    fn consume(&mut self, mut n: usize) {
+        debug_assert!(n <= self.len);
+        self.len -= n;
+        self.total -= n;
+        while n > 0 {
+            let last = self.slots.len() == 1;
+            let Some(front) = self.slots.front_mut() else {
+                unreachable!("readable bytes lie in slots");
+            };
+            let l = front.len();
+            if n < l || (n == l && last) {
+                front.advance(n);
+                return;
+            }
+            n -= l;
+            self.slots.pop_front();
+        }
+    }
+
+    /// Copies the first `n <= len` readable bytes to the end of `dst`.
+    fn copy_prefix(&self, n: usize, dst: &mut Vec<u8>) {
+        let mut left = n;
+        for s in self.slots.iter() {
+            if left == 0 {
+                break;
+            }
+            let c = s.content();
+            let m = c.len().min(left);
+            dst.extend_from_slice(&c[..m]);
+            left -= m;
+        }
+    }
+
+    /// The next `n` readable bytes, without consuming them.
+    ///
+    /// Zero-copy when they lie in one node; otherwise they are copied once
+    /// into a scratch buffer owned by `self` and reused by later calls. The
+    /// slice borrows the buffer, so it cannot outlive a later `release` or
+    /// write — the compiler enforces what netpoll leaves to convention.
+    ///
+    /// ```
+    /// # use ferropoll_linkbuffer::LinkBuffer;
+    /// let mut buf = LinkBuffer::new();
+    /// buf.write_binary(b"abc");
+    /// buf.flush();
+    /// assert_eq!(buf.peek(2).unwrap(), b"ab");
+    /// assert_eq!(buf.len(), 3);
+    /// assert!(buf.peek(4).is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Insufficient`] if fewer than `n` bytes are readable.
+    pub fn peek(&mut self, n: usize) -> Result<&[u8]> {
+        self.check(n)?;
+        self.trim_front();
+        if self.front_holds(n) {
+            return Ok(match self.slots.front() {
+                Some(s) => &s.content()[..n],
+                None => &[],
+            });
+        }
+        self.scratch.clear();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        self.copy_prefix(n, &mut scratch);
+        self.scratch = scratch;
+        Ok(&self.scratch)
+    }
+
+    /// The next `n` readable bytes, consumed.
+    ///
+    /// As [`peek`](LinkBuffer::peek): zero-copy within one node, else copied
+    /// once into the reused scratch buffer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Insufficient`] if fewer than `n` bytes are readable; nothing
+    /// is consumed then.
+    pub fn next(&mut self, n: usize) -> Result<&[u8]> {
+        self.check(n)?;
+        self.trim_front();
+        if self.front_holds(n) {
+            self.len -= n;
+            self.total -= n;
+            return Ok(match self.slots.front_mut() {
+                Some(s) => s.take(n),
+                None => &[],
+            });
+        }
+        self.scratch.clear();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        self.copy_prefix(n, &mut scratch);
+        self.scratch = scratch;
+        self.consume(n);
+        Ok(&self.scratch)
+    }
+
+    /// Consumes `n` readable bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Insufficient`] if fewer than `n` bytes are readable.
+    pub fn skip(&mut self, n: usize) -> Result<()> {
+        self.check(n)?;
+        self.consume(n);
+        Ok(())
+    }
+
+    /// The readable bytes up to and including the first `delim`, consumed.
+    ///
+    /// ```
+    /// # use ferropoll_linkbuffer::{Error, LinkBuffer};
+    /// let mut buf = LinkBuffer::new();
+    /// buf.write_binary(b"GET /\r\nHost");
+    /// buf.flush();
+    /// assert_eq!(buf.until(b'\n').unwrap(), b"GET /\r\n");
+    /// assert_eq!(buf.until(b'\n'), Err(Error::DelimiterNotFound));
+    /// assert_eq!(buf.len(), 4); // nothing consumed by the failure
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DelimiterNotFound`] if no readable byte is `delim`; nothing
+    /// is consumed then.
+    pub fn until(&mut self, delim: u8) -> Result<&[u8]> {
+        let mut pos = 0;
+        let mut found = None;
+        for s in self.slots.iter() {
+            let left = self.len - pos;
+            if left == 0 {
+                break;
+            }
+            let c = s.content();
+            let c = &c[..c.len().min(left)];
+            if let Some(i) = memchr::memchr(delim, c) {
+                found = Some(pos + i);
+                break;
+            }
+            pos += c.len();
+        }
+        match found {
+            Some(i) => self.next(i + 1),
+            None => Err(Error::DelimiterNotFound),
+        }
+    }
+
+    /// The next readable byte, consumed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Insufficient`] if the buffer is empty.
+    pub fn read_byte(&mut self) -> Result<u8> {
+        self.check(1)?;
+        self.trim_front();
+        let b = match self.slots.front() {
+            Some(s) => s.content()[0],
+            None => unreachable!("a readable byte lies in a slot"),
+        };
+        self.consume(1);
+        Ok(b)
+    }
+
+    /// The next `n` readable bytes, consumed and copied into a new `Vec`
+    /// (an owned value never pins a node).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Insufficient`] if fewer than `n` bytes are readable.
+    pub fn read_binary(&mut self, n: usize) -> Result<Vec<u8>> {
+        self.check(n)?;
+        let mut v = Vec::with_capacity(n);
+        self.copy_prefix(n, &mut v);
+        self.consume(n);
+        Ok(v)
+    }
+
+    /// The next `n` readable bytes as a `String`, consumed and copied.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Insufficient`] if fewer than `n` bytes are readable;
+    /// [`Error::InvalidUtf8`] if they are not UTF-8. Nothing is consumed
+    /// on error.
+    pub fn read_string(&mut self, n: usize) -> Result<String> {
+        self.check(n)?;
+        let mut v = Vec::with_capacity(n);
+        self.copy_prefix(n, &mut v);
+        let s = String::from_utf8(v).map_err(|_| Error::InvalidUtf8)?;
+        self.consume(n);
+        Ok(s)
+    }
+
+    /// Gives back the nodes that are fully read.
+    ///
+    /// Reads already drop the nodes they pass over; `release` also drops a
+    /// fully read first node, and when the buffer holds nothing at all —
+    /// no readable and no unflushed byte — it frees every node, the slot
+    /// queue and the scratch buffer, so an idle buffer holds no heap memory
+    /// (it also cancels a pending [`book`](LinkBuffer::book) then). Nodes
+    /// still referenced by views ([`slice`](LinkBuffer::slice),
+    /// [`next_bytes`](LinkBuffer::next_bytes)) stay alive until those drop;
+    /// see [`pinned_bytes`](crate::pinned_bytes).
+    pub fn release(&mut self) {
+        self.trim_front();
+        if self.total == 0 {
+            self.slots.clear();
+            self.scratch = Vec::new();
+            self.booked = 0;
+        } else if self.scratch.capacity() > SCRATCH_KEEP {
+            self.scratch = Vec::new();
+        }
+    }
+
+    /// The next `n` readable bytes as an owned buffer, consumed, without
+    /// copying: the new buffer shares this one's nodes by reference count
+    /// and outlives [`release`](LinkBuffer::release). Its bytes are all
+    /// readable; it can be written to (into nodes of its own).
+    ///
+    /// Within one node it allocates nothing once that node has a cached
+    /// view (the first view of a node's newly flushed bytes allocates one
+    /// small header). A slice spanning `k` nodes keeps `k` slots.
+    ///
+    /// ```
+    /// # use ferropoll_linkbuffer::LinkBuffer;
+    /// let mut buf = LinkBuffer::new();
+    /// buf.write_binary(b"frame1frame2");
+    /// buf.flush();
+    /// let mut first = buf.slice(6).unwrap();
+    /// buf.release();
+    /// assert_eq!(first.next(6).unwrap(), b"frame1");
+    /// assert_eq!(buf.len(), 6);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Insufficient`] if fewer than `n` bytes are readable.
+    pub fn slice(&mut self, n: usize) -> Result<LinkBuffer> {
+        self.check(n)?;
+        self.trim_front();
+        let mut out = LinkBuffer::new();
+        let mut left = n;
+        let mut readable = self.len;
+        for s in self.slots.iter_mut() {
+            if left == 0 {
+                break;
+            }
+            let l = s.len();
+            let take = left.min(l);
+            if take > 0 {
+                let view = s.view(take, l.min(readable));
+                out.slots.push_back(Slot::Shared(SharedSlot::new(view)));
+            }
+            left -= take;
+            readable -= l.min(readable);
+        }
+        out.len = n;
+        out.total = n;
+        self.consume(n);
+        Ok(out)
+    }
+
+    /// The next `n` readable bytes as [`Bytes`], consumed.
+    ///
+    /// Zero-copy when they lie in one node: the `Bytes` shares the node by
+    /// reference count and outlives [`release`](LinkBuffer::release). Each
+    /// node caches one `Bytes` over its flushed bytes and hands out slices
+    /// of it, so in steady state a call costs one atomic increment. Bytes
+    /// spanning nodes are copied into a new allocation (a `Bytes` is
+    /// contiguous); use [`slice`](LinkBuffer::slice) to avoid that.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Insufficient`] if fewer than `n` bytes are readable.
+    pub fn next_bytes(&mut self, n: usize) -> Result<Bytes> {
+        self.check(n)?;
+        if n == 0 {
+            return Ok(Bytes::new());
+        }
+        self.trim_front();
+        if self.front_holds(n) {
+            let readable = self.len;
+            let b = match self.slots.front_mut() {
+                Some(s) => {
+                    let r = s.len().min(readable);
+                    s.view(n, r)
+                }
+                None => unreachable!("n > 0 readable bytes lie in a slot"),
+            };
+            self.consume(n);
+            return Ok(b);
+        }
+        let mut v = Vec::with_capacity(n);
+        self.copy_prefix(n, &mut v);
+        self.consume(n);
+        Ok(Bytes::from(v))
+    }
+
+    /// Fills `dst` with the readable bytes, one `IoSlice` per node, for
+    /// `writev`/`sendmsg`; returns how many entries were filled. Consumes
+    /// nothing: after the write, [`skip`](LinkBuffer::skip) what was sent
+    /// and [`release`](LinkBuffer::release).
+    ///
+    /// ```
+    /// # use ferropoll_linkbuffer::LinkBuffer;
+    /// # use std::io::IoSlice;
+    /// let mut buf = LinkBuffer::new();
+    /// buf.write_binary(b"ping");
+    /// buf.flush();
+    /// let mut iov = [IoSlice::new(&[]); 8];
+    /// let n = buf.readable_vectored(&mut iov);
+    /// assert_eq!((n, &*iov[0]), (1, &b"ping"[..]));
+    /// ```
+    pub fn readable_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut i = 0;
+        let mut left = self.len;
+        for s in self.slots.iter() {
+            if i == dst.len() || left == 0 {
+                break;
+            }
+            let c = s.content();
+            let m = c.len().min(left);
+            if m == 0 {
+                continue;
+            }
+            dst[i] = IoSlice::new(&c[..m]);
+            i += 1;
+            left -= m;
+        }
+        i
+    }
+
+    /// The first non-empty run of readable bytes (`bytes::Buf::chunk`).
+    pub(crate) fn first_chunk(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        for s in self.slots.iter() {
+            let c = s.content();
+            if !c.is_empty() {
+                return &c[..c.len().min(self.len)];
+            }
+        }
+        &[]
+    }
+
+    // ------------------------------------------------------------------
+    // Write side
+    // ------------------------------------------------------------------
+
+    /// Appends a fresh owned node of at least `size` bytes, dropping an
+    /// empty last slot first.
+    fn push_node(&mut self, size: usize) {
+        if self.slots.back().is_some_and(|s| s.len() == 0) {
+            self.slots.pop_back();
+        }
+        self.slots.push_back(Slot::Owned(OwnedSlot::alloc(size)));
+    }
+
+    /// The owned last slot, which the caller has just made sure exists.
+    fn tail(&mut self) -> &mut OwnedSlot {
+        match self.slots.back_mut() {
+            Some(Slot::Owned(t)) => t,
+            _ => unreachable!("the last slot is an owned node"),
+        }
+    }
+
+    /// An owned last slot with `n` spare bytes, allocating a node of
+    /// `alloc >= n` bytes when the current one cannot take them.
+    fn tail_with(&mut self, n: usize, alloc: usize) -> &mut OwnedSlot {
+        let ok = matches!(self.slots.back(), Some(Slot::Owned(t)) if fits(t, n));
+        if !ok {
+            self.push_node(alloc);
+        }
+        self.tail()
+    }
+
+    /// `n` contiguous writable bytes, counted as written (unflushed) at once.
+    ///
+    /// The bytes hold unspecified old data: write all of them, or give back
+    /// the unwritten end with [`malloc_ack`](LinkBuffer::malloc_ack). A new
+    /// node of `max(n, BLOCK_SIZE)` bytes is allocated when the last one
+    /// lacks room; `n` above [`MAX_NODE`] gets one unpooled node of that
+    /// size, since the bytes must be contiguous.
+    ///
+    /// ```
+    /// # use ferropoll_linkbuffer::LinkBuffer;
+    /// let mut buf = LinkBuffer::new();
+    /// let header = buf.malloc(4);
+    /// header.copy_from_slice(&7u32.to_be_bytes());
+    /// buf.write_binary(b"payload");
+    /// assert_eq!(buf.malloc_len(), 11);
+    /// buf.flush();
+    /// assert_eq!(buf.next(4).unwrap(), [0, 0, 0, 7]);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If memory for the node cannot be allocated (as `Vec` does).
+    pub fn malloc(&mut self, n: usize) -> &mut [u8] {
+        self.booked = 0;
+        if n == 0 {
+            return &mut [];
+        }
+        self.total += n;
+        self.tail_with(n, n.max(BLOCK_SIZE)).commit_mut(n)
+    }
+
+    /// Bytes written since the last flush, by any write (`malloc`,
+    /// `write_*`, `BufMut`, `append`). Always equal to
+    /// [`unflushed_len`](LinkBuffer::unflushed_len); both names are kept for
+    /// netpoll's API.
+    #[inline]
+    pub fn malloc_len(&self) -> usize {
+        self.total - self.len
+    }
+
+    /// Keeps only the first `n` bytes written since the last flush and
+    /// discards the rest, whatever wrote them. The usual use: `malloc` room
+    /// for the largest encoding, write fewer bytes, acknowledge those.
+    ///
+    /// ```
+    /// # use ferropoll_linkbuffer::LinkBuffer;
+    /// let mut buf = LinkBuffer::new();
+    /// let room = buf.malloc(16);
+    /// room[..5].copy_from_slice(b"hello");
+    /// buf.malloc_ack(5).unwrap();
+    /// buf.flush();
+    /// assert_eq!(buf.next(buf.len()).unwrap(), b"hello");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AckTooLarge`] if `n > malloc_len()`; nothing changes then.
+    pub fn malloc_ack(&mut self, n: usize) -> Result<()> {
+        let unflushed = self.total - self.len;
+        if n > unflushed {
+            return Err(Error::AckTooLarge {
+                requested: n,
+                available: unflushed,
+            });
+        }
+        self.booked = 0;
+        let mut excess = unflushed - n;
+        self.total -= excess;
+        while excess > 0 {
+            let last = self.slots.len() == 1;
+            let Some(back) = self.slots.back_mut() else {
+                unreachable!("unflushed bytes lie in slots");
+            };
+            let l = back.len();
+            if l <= excess && !last {
+                excess -= l;
+                self.slots.pop_back();
+            } else {
+                // Only unflushed bytes are cut, and no view covers those.
+                back.truncate(l - excess);
+                excess = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a copy of `src` (unflushed until [`flush`](LinkBuffer::flush)).
+    /// Fills the last node's spare room, then allocates nodes of up to
+    /// [`MAX_NODE`] bytes.
+    #[inline]
+    pub fn write_binary(&mut self, src: &[u8]) {
+        self.booked = 0;
+        if let Some(Slot::Owned(t)) = self.slots.back_mut() {
+            if fits(t, src.len()) {
+                t.write(src);
+                self.total += src.len();
+                return;
+            }
+        }
+        self.write_slow(src);
+    }
+
+    #[cold]
+    fn write_slow(&mut self, mut src: &[u8]) {
+        if src.is_empty() {
+            return;
+        }
+        self.total += src.len();
+        if let Some(Slot::Owned(t)) = self.slots.back_mut() {
+            if accepts(t, src.len()) {
+                let m = t.spare().min(src.len());
+                t.write(&src[..m]);
+                src = &src[m..];
+            }
+        }
+        while !src.is_empty() {
+            self.push_node(src.len().clamp(BLOCK_SIZE, MAX_NODE));
+            let t = self.tail();
+            let m = t.spare().min(src.len());
+            t.write(&src[..m]);
+            src = &src[m..];
+        }
+    }
+
+    /// Appends `b`: linked without copying when it is at least
+    /// [`LINK_MIN`] bytes (the buffer keeps a reference to `b`'s memory),
+    /// copied otherwise.
+    pub fn write_bytes(&mut self, b: Bytes) {
+        if b.len() < LINK_MIN {
+            self.write_binary(&b);
+            return;
+        }
+        self.booked = 0;
+        if self.slots.back().is_some_and(|s| s.len() == 0) {
+            self.slots.pop_back();
+        }
+        self.total += b.len();
+        self.slots.push_back(Slot::Shared(SharedSlot::new(b)));
+    }
+
+    /// Links all of `other`'s bytes — readable and unflushed — after this
+    /// buffer's, without copying: O(number of nodes), no allocation per
+    /// byte. They count as unflushed here and become readable at the next
+    /// [`flush`](LinkBuffer::flush). If `other`'s last node is its own, this
+    /// buffer continues writing into it.
+    ///
+    /// This is the hand-off between threads: a producer fills its own
+    /// buffer, then the consumer side appends it under a short lock.
+    ///
+    /// ```
+    /// # use ferropoll_linkbuffer::LinkBuffer;
+    /// let mut input = LinkBuffer::new();
+    /// let mut chunk = LinkBuffer::new();
+    /// chunk.write_binary(b"from the loop thread");
+    /// input.append(chunk);
+    /// assert_eq!(input.len(), 0);
+    /// input.flush();
+    /// assert_eq!(input.len(), 20);
+    /// ```
+    pub fn append(&mut self, mut other: LinkBuffer) {
+        self.booked = 0;
+        if other.total == 0 {
+            return;
+        }
+        if self.slots.back().is_some_and(|s| s.len() == 0) {
+            self.slots.pop_back();
+        }
+        self.total += other.total;
+        let slots = other.slots.take();
+        self.slots.append_from(slots, |s| s.len() > 0);
+    }
+
+    /// Makes every written byte readable. O(1).
+    #[inline]
+    pub fn flush(&mut self) {
+        self.len = self.total;
+    }
+
+    /// Bytes written but not yet flushed.
+    #[inline]
+    pub fn unflushed_len(&self) -> usize {
+        self.total - self.len
+    }
+
+    // ------------------------------------------------------------------
+    // Socket helpers
+    // ------------------------------------------------------------------
+
+    /// Free contiguous space to `read()` into: at least `min` bytes, and
+    /// about the adaptive [`read_size`](LinkBuffer::read_size). Nothing is
+    /// written until [`book_ack`](LinkBuffer::book_ack).
+    ///
+    /// The space is the last node's spare room if that holds at least
+    /// `min` bytes and half the read size (and the node is not a large one
+    /// kept for small reads), else a new node of `max(min, read_size)`.
+    /// Booking after `malloc`/writes without a flush is allowed: the space
+    /// lies after those bytes, and `book_ack` flushes them together. Any
+    /// other write, `append`, `malloc_ack`, or an emptying `release`
+    /// between `book` and `book_ack` cancels the booking.
+    ///
+    /// ```
+    /// # use ferropoll_linkbuffer::LinkBuffer;
+    /// # use std::io::Read;
+    /// let mut buf = LinkBuffer::new();
+    /// let mut socket: &[u8] = b"bytes from the kernel";
+    /// let space = buf.book(1);
+    /// let n = socket.read(space).unwrap();
+    /// buf.book_ack(n);
+    /// assert_eq!(buf.len(), n);
+    /// ```
+    pub fn book(&mut self, min: usize) -> &mut [u8] {
+        let want = min.max(self.read_size as usize);
+        let reuse = match self.slots.back() {
+            Some(Slot::Owned(t)) => {
+                let s = t.spare();
+                s >= min && s >= want / 2 && accepts(t, want)
+            }
+            _ => false,
+        };
+        if !reuse {
+            self.push_node(want);
+        }
+        let size = self.tail().spare().min(want);
+        self.booked = size;
+        &mut self.tail().spare_mut()[..size]
+    }
+
+    /// Records that `n` bytes were read into the space of the last
+    /// [`book`](LinkBuffer::book), then flushes everything written, and
+    /// adapts the read size: it doubles (up to [`MAX_READ_SIZE`]) when a
+    /// read fills a full-size booking, and halves (down to
+    /// [`MIN_READ_SIZE`]) after two reads in a row of under half of it.
+    ///
+    /// # Panics
+    ///
+    /// If `n` exceeds the booked space (including when no booking is
+    /// pending and `n > 0`): that is a bug in the caller, and accepting it
+    /// would publish bytes nobody wrote.
+    pub fn book_ack(&mut self, n: usize) {
+        let booked = std::mem::take(&mut self.booked);
+        assert!(
+            n <= booked,
+            "book_ack({n}) exceeds the {booked} bytes of the pending booking"
+        );
+        if n > 0 {
+            self.tail().commit(n);
+            self.total += n;
+        }
+        self.flush();
+        if booked > 0 {
+            self.adapt(n, booked);
+        }
+    }
+
+    fn adapt(&mut self, n: usize, booked: usize) {
+        let size = self.read_size as usize;
+        let next = if n == booked && booked >= size {
+            self.small_reads = 0;
+            (size * 2).min(MAX_READ_SIZE)
+        } else if n < size / 2 {
+            self.small_reads += 1;
+            if self.small_reads < 2 {
+                return;
+            }
+            self.small_reads = 0;
+            (size / 2).max(MIN_READ_SIZE)
+        } else {
+            self.small_reads = 0;
+            size
+        };
+        // Both bounds are far below `u32::MAX`.
+        self.read_size = next as u32;
+    }
+
+    /// The current adaptive read size of [`book`](LinkBuffer::book).
+    pub fn read_size(&self) -> usize {
+        self.read_size as usize
+    }
+
+    // ------------------------------------------------------------------
+    // BufMut support and diagnostics
+    // ------------------------------------------------------------------
+
+    /// Spare room of the last node for `BufMut::chunk_mut` (never empty).
+    pub(crate) fn spare_chunk(&mut self) -> &mut [u8] {
+        self.booked = 0;
+        self.tail_with(1, BLOCK_SIZE).spare_mut()
+    }
+
+    /// Counts `n` bytes written into `spare_chunk` (`BufMut::advance_mut`).
+    pub(crate) fn commit_spare(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        match self.slots.back_mut() {
+            Some(Slot::Owned(t)) if t.spare() >= n => t.commit(n),
+            _ => panic!("advance_mut({n}) beyond the space of chunk_mut"),
+        }
+        self.booked = 0;
+        self.total += n;
+    }
+
+    /// All content bytes, readable and unflushed (for `remaining_mut`).
+    pub(crate) fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Number of nodes (slots) the buffer references, for diagnostics.
+    pub fn node_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Heap bytes this buffer keeps alive: the capacity of the nodes it
+    /// owns, the length of the nodes it shares, its slot queue and scratch
+    /// buffer. Zero for a new or idle (released) buffer.
+    pub fn held_bytes(&self) -> usize {
+        self.slots.iter().map(Slot::held).sum::<usize>()
+            + self.slots.spill_capacity() * std::mem::size_of::<Slot>()
+            + self.scratch.capacity()
+    }
+}
