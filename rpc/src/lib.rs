@@ -1,2 +1,68 @@
-//! ferropoll-rpc (pending; see its issue).
+//! A small protobuf RPC framework for ferropoll: framing, a server engine, a
+//! multiplexed client, gRPC-style status codes and deadlines.
+//!
+//! The wire protocol is written down in `rpc/PROTOCOL.md`: a 12-byte prefix
+//! (magic, version, flags, lengths), a protobuf header (sequence id, message
+//! type, service, method, status, time budget, metadata), then the protobuf
+//! payload. Services are described in `.proto` files and compiled by
+//! `ferropoll-proto` into a server trait, a server wrapper implementing
+//! [`Service`] and a client stub over [`Client`].
+//!
+//! Everything here is **sans-IO**, in the manner of quinn-proto: the
+//! [`codec`] turns frames into bytes of a [`LinkBuffer`] and back; the
+//! [`ServerEngine`] turns a batch of request bytes into a batch of response
+//! bytes (decode, dispatch, handle, encode — so pipelined requests get one
+//! write); the [`ClientSession`] and its [`CallTable`] start calls and
+//! complete them from response bytes, for blocking callers and for any async
+//! executor ([`CallFuture`]). The transport glue that moves those bytes
+//! through sockets is thin; until it lands, [`Client::in_process`] runs a
+//! client against an engine in the same process.
+//!
+//! Performance rules kept on the server path: a request's payload is a
+//! zero-copy slice of the connection's input (its `bytes` fields decode as
+//! `Bytes` views of it); service and method are looked up from the header's
+//! bytes without allocating; the response is encoded once, straight into the
+//! output buffer, its lengths computed first.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use ferropoll_rpc::{CallOptions, Client, ClientOptions, Context, LinkBuffer, Reply, ServerEngine, Service};
+//!
+//! /// A hand-written service (generated code does this for you).
+//! struct Upper;
+//! impl Service for Upper {
+//!     fn name(&self) -> &'static str { "demo.Upper" }
+//!     fn methods(&self) -> &'static [&'static str] { &["Call"] }
+//!     fn call(&self, _method: usize, ctx: &Context, request: LinkBuffer, reply: Reply<'_>) {
+//!         reply.unary(ctx, request, |_ctx, s: String| Ok(s.to_uppercase()))
+//!     }
+//! }
+//!
+//! let mut engine = ServerEngine::new();
+//! engine.register(Upper)?;
+//! let client = Client::in_process(Arc::new(engine), ClientOptions::default());
+//! let out: String = client.unary("demo.Upper", "Call", &"hi".to_owned(), &CallOptions::DEFAULT)?;
+//! assert_eq!(out, "HI");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+mod call;
+mod client;
+pub mod codec;
+mod context;
+mod metadata;
+mod server;
+mod service;
+mod status;
+
+pub use call::{CallFuture, CallTable};
+pub use client::{CallOptions, Client, ClientOptions, ClientSession};
+pub use codec::{Frame, Limits, ProtocolError};
+pub use context::{Context, PeerAddr};
+pub use ferropoll_linkbuffer::LinkBuffer;
+pub use metadata::{Metadata, MetadataEntry};
+pub use server::{DeferredCall, Progress, RegisterError, ServerConn, ServerEngine, ServiceConfig};
+pub use service::{Dispatch, Reply, Service};
+pub use status::{Code, Status};

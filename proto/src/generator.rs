@@ -1,0 +1,239 @@
+//! The [`prost_build::ServiceGenerator`] that writes server traits, server
+//! wrappers and client stubs for ferropoll-rpc.
+
+use std::fmt::Write as _;
+
+use prost_build::{Comments, Method, Service};
+
+/// Emits ferropoll-rpc code for each protobuf `service`; see the crate docs
+/// for what is generated. [`crate::Builder`] installs it; use it directly
+/// only with a hand-made [`prost_build::Config`].
+#[derive(Debug, Clone)]
+pub struct ServiceGenerator {
+    rpc: String,
+    server: bool,
+    client: bool,
+}
+
+impl ServiceGenerator {
+    /// A generator whose code names the runtime crate `rpc_path` (usually
+    /// `::ferropoll_rpc`), emitting server and/or client code.
+    pub fn new(rpc_path: impl Into<String>, server: bool, client: bool) -> Self {
+        ServiceGenerator {
+            rpc: rpc_path.into(),
+            server,
+            client,
+        }
+    }
+}
+
+impl prost_build::ServiceGenerator for ServiceGenerator {
+    fn generate(&mut self, service: Service, buf: &mut String) {
+        let full_name = if service.package.is_empty() {
+            service.proto_name.clone()
+        } else {
+            format!("{}.{}", service.package, service.proto_name)
+        };
+        if self.server {
+            self.server_trait(&service, &full_name, buf);
+            self.server_wrapper(&service, &full_name, buf);
+        }
+        if self.client {
+            self.client_stub(&service, &full_name, buf);
+        }
+    }
+}
+
+/// Writes `comments` as doc lines, then `extra` as a last paragraph.
+fn docs(comments: &Comments, indent: &str, extra: &str, buf: &mut String) {
+    for line in comments.leading.iter().chain(&comments.trailing) {
+        let line = line.trim_end();
+        if line.is_empty() {
+            let _ = writeln!(buf, "{indent}///");
+        } else {
+            // Proto comments are plain text: keep brackets from being read as links.
+            let line = line.replace('[', "\\[").replace(']', "\\]");
+            let sep = if line.starts_with(' ') { "" } else { " " };
+            let _ = writeln!(buf, "{indent}///{sep}{line}");
+        }
+    }
+    if !comments.leading.is_empty() || !comments.trailing.is_empty() {
+        let _ = writeln!(buf, "{indent}///");
+    }
+    for line in extra.lines() {
+        let _ = writeln!(buf, "{indent}/// {line}");
+    }
+}
+
+/// `name` without a raw-identifier prefix, for building suffixed names.
+fn base_ident(name: &str) -> &str {
+    name.strip_prefix("r#").unwrap_or(name)
+}
+
+impl ServiceGenerator {
+    fn server_trait(&self, service: &Service, full_name: &str, buf: &mut String) {
+        let rpc = &self.rpc;
+        let name = &service.name;
+        docs(
+            &service.comments,
+            "",
+            &format!(
+                "Server side of `{full_name}`: implement this trait, wrap the implementation\n\
+                 in [`{name}Server`] and register that on a server. Handlers run on a server\n\
+                 thread (inline) or a pool worker, so they must be `Send + Sync`."
+            ),
+            buf,
+        );
+        let _ = writeln!(
+            buf,
+            "pub trait {name}: ::core::marker::Send + ::core::marker::Sync + 'static {{"
+        );
+        for method in &service.methods {
+            docs(
+                &method.comments,
+                "    ",
+                &format!("Handles `{full_name}/{}`.", method.proto_name),
+                buf,
+            );
+            let _ = writeln!(
+                buf,
+                "    fn {}(&self, ctx: &{rpc}::Context, req: {}) -> ::core::result::Result<{}, {rpc}::Status>;",
+                method.name, method.input_type, method.output_type
+            );
+        }
+        buf.push_str("}\n\n");
+    }
+
+    fn server_wrapper(&self, service: &Service, full_name: &str, buf: &mut String) {
+        let rpc = &self.rpc;
+        let name = &service.name;
+        let _ = write!(
+            buf,
+            "/// Adapts a [`{name}`] implementation to [`{rpc}::Service`] so that a server can\n\
+             /// dispatch `{full_name}` requests to it.\n\
+             #[derive(Debug, Clone)]\n\
+             pub struct {name}Server<T> {{\n    inner: T,\n}}\n\n\
+             impl<T: {name}> {name}Server<T> {{\n\
+             \x20   /// Wraps an implementation.\n\
+             \x20   pub fn new(inner: T) -> Self {{\n        Self {{ inner }}\n    }}\n\n\
+             \x20   /// The implementation.\n\
+             \x20   pub fn get_ref(&self) -> &T {{\n        &self.inner\n    }}\n\n\
+             \x20   /// Unwraps the implementation.\n\
+             \x20   pub fn into_inner(self) -> T {{\n        self.inner\n    }}\n}}\n\n"
+        );
+        let method_names: Vec<String> = service
+            .methods
+            .iter()
+            .map(|m| format!("{:?}", m.proto_name))
+            .collect();
+        let _ = write!(
+            buf,
+            "impl<T: {name}> {rpc}::Service for {name}Server<T> {{\n\
+             \x20   fn name(&self) -> &'static str {{\n        {full_name:?}\n    }}\n\n\
+             \x20   fn methods(&self) -> &'static [&'static str] {{\n        &[{}]\n    }}\n\n\
+             \x20   fn call(\n        &self,\n        method: usize,\n        ctx: &{rpc}::Context,\n\
+             \x20       request: {rpc}::LinkBuffer,\n        reply: {rpc}::Reply<'_>,\n    ) {{\n",
+            method_names.join(", ")
+        );
+        if service.methods.is_empty() {
+            buf.push_str("        let _ = (method, ctx, request);\n        reply.unknown_method();\n");
+        } else {
+            buf.push_str("        match method {\n");
+            for (index, method) in service.methods.iter().enumerate() {
+                let _ = writeln!(
+                    buf,
+                    "            {index} => reply.unary(ctx, request, |ctx, req| self.inner.{}(ctx, req)),",
+                    method.name
+                );
+            }
+            buf.push_str("            _ => reply.unknown_method(),\n        }\n");
+        }
+        buf.push_str("    }\n}\n\n");
+    }
+
+    fn client_stub(&self, service: &Service, full_name: &str, buf: &mut String) {
+        let rpc = &self.rpc;
+        let name = &service.name;
+        let _ = write!(
+            buf,
+            "/// Client stub of `{full_name}`. Per RPC: a blocking call, a blocking call with\n\
+             /// [`{rpc}::CallOptions`] (timeout, metadata), and two forms returning a\n\
+             /// runtime-agnostic [`{rpc}::CallFuture`]. Cheap to clone; usable from any thread.\n\
+             #[derive(Debug, Clone)]\n\
+             pub struct {name}Client {{\n    inner: {rpc}::Client,\n}}\n\n\
+             impl {name}Client {{\n\
+             \x20   /// The service's full name on the wire.\n\
+             \x20   pub const SERVICE: &'static str = {full_name:?};\n\n\
+             \x20   /// A stub calling through `client`.\n\
+             \x20   pub fn new(client: {rpc}::Client) -> Self {{\n        Self {{ inner: client }}\n    }}\n\n\
+             \x20   /// The client this stub calls through.\n\
+             \x20   pub fn client(&self) -> &{rpc}::Client {{\n        &self.inner\n    }}\n"
+        );
+        for method in &service.methods {
+            self.client_method(method, full_name, buf);
+        }
+        buf.push_str("}\n\n");
+    }
+
+    fn client_method(&self, method: &Method, full_name: &str, buf: &mut String) {
+        let rpc = &self.rpc;
+        let ident = &method.name;
+        let base = base_ident(ident);
+        let (input, output, proto) = (&method.input_type, &method.output_type, &method.proto_name);
+        let path = format!("{full_name}/{proto}");
+        let forms = [
+            (
+                ident.clone(),
+                format!("Calls `{path}` and blocks until the response, using default options."),
+                "",
+                format!("::core::result::Result<{output}, {rpc}::Status>"),
+                "unary",
+                format!("&{rpc}::CallOptions::DEFAULT"),
+            ),
+            (
+                format!("{base}_with"),
+                format!("Calls `{path}` with `options` and blocks until the response."),
+                ", options: &{rpc}::CallOptions",
+                format!("::core::result::Result<{output}, {rpc}::Status>"),
+                "unary",
+                "options".to_owned(),
+            ),
+            (
+                format!("{base}_async"),
+                format!(
+                    "Starts `{path}` with default options; the future resolves to the response.\n\
+                     The request is sent before this returns; dropping the future cancels the call."
+                ),
+                "",
+                format!("{rpc}::CallFuture<{output}>"),
+                "unary_async",
+                format!("&{rpc}::CallOptions::DEFAULT"),
+            ),
+            (
+                format!("{base}_async_with"),
+                format!(
+                    "Starts `{path}` with `options`; the future resolves to the response.\n\
+                     The request is sent before this returns; dropping the future cancels the call."
+                ),
+                ", options: &{rpc}::CallOptions",
+                format!("{rpc}::CallFuture<{output}>"),
+                "unary_async",
+                "options".to_owned(),
+            ),
+        ];
+        for (i, (fn_name, doc, extra_param, ret, call, opts)) in forms.into_iter().enumerate() {
+            buf.push('\n');
+            if i == 0 {
+                docs(&method.comments, "    ", &doc, buf);
+            } else {
+                let _ = writeln!(buf, "    /// {}", doc.replace('\n', "\n    /// "));
+            }
+            let extra_param = extra_param.replace("{rpc}", rpc);
+            let _ = write!(
+                buf,
+                "    pub fn {fn_name}(&self, req: &{input}{extra_param}) -> {ret} {{\n\
+                 \x20       self.inner.{call}::<{input}, {output}>(Self::SERVICE, {proto:?}, req, {opts})\n    }}\n"
+            );
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! The client's sans-IO call table: sequence ids, pending calls, and their
+//! completion by whoever reads the responses (the connection's loop thread).
+//!
+//! A call is a slot shared by the table and the caller's [`CallFuture`]. The
+//! reader completes it ([`CallTable::complete`]) by removing it from the
+//! table and storing the outcome; the caller waits on it either blocking
+//! ([`CallFuture::wait`]: a condition variable with the call's deadline) or
+//! asynchronously (`CallFuture` is a `Future` that stores its `Waker`, so
+//! it works under any executor). Whoever removes the slot from the table
+//! decides the outcome, so a response racing a timeout or a cancellation
+//! is resolved exactly once.
+//!
+//! The number of calls in flight is bounded; a call over the bound fails at
+//! once with RESOURCE_EXHAUSTED (no hidden queue: the caller decides whether
+//! to wait and retry).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Instant;
+
+use ferropoll_linkbuffer::LinkBuffer;
+use parking_lot::{Condvar, Mutex};
+use prost::Message;
+
+use crate::status::Status;
+
+/// The outcome stored in a slot: the response payload or a status.
+type Outcome = Result<LinkBuffer, Status>;
+
+enum SlotState {
+    Waiting(Option<Waker>),
+    Done(Outcome),
+    Taken,
+}
+
+struct Slot {
+    seq: u64,
+    deadline: Option<Instant>,
+    state: Mutex<SlotState>,
+    ready: Condvar,
+}
+
+impl Slot {
+    /// Stores the outcome and wakes the waiter (both kinds).
+    fn finish(&self, outcome: Outcome) {
+        let waker = {
+            let mut state = self.state.lock();
+            match std::mem::replace(&mut *state, SlotState::Done(outcome)) {
+                SlotState::Waiting(waker) => waker,
+                // Completed twice cannot happen (only the remover completes);
+                // keep the first outcome if it ever did.
+                previous => {
+                    *state = previous;
+                    None
+                }
+            }
+        };
+        self.ready.notify_all();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+struct TableState {
+    next_seq: u64,
+    pending: HashMap<u64, Arc<Slot>>,
+    /// No pending deadline is earlier than this (a lower bound; `None` = no deadline).
+    earliest: Option<Instant>,
+    closed: Option<Status>,
+}
+
+/// The calls in flight on one client connection.
+///
+/// ```
+/// use std::sync::Arc;
+/// use ferropoll_rpc::{CallTable, LinkBuffer, Status};
+///
+/// let table = Arc::new(CallTable::new(16));
+/// let call = table.start::<()>(None).unwrap();
+/// let seq = call.seq();
+/// // ... the request goes out; later the reader finds its response:
+/// assert!(table.complete(seq, Ok(LinkBuffer::new())));
+/// assert_eq!(call.wait(), Ok(()));
+///
+/// let lost = table.start::<()>(None).unwrap();
+/// table.close(Status::unavailable("connection lost"));
+/// assert_eq!(lost.wait().unwrap_err().code(), ferropoll_rpc::Code::Unavailable);
+/// ```
+pub struct CallTable {
+    state: Mutex<TableState>,
+    max_in_flight: usize,
+}
+
+impl fmt::Debug for CallTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.state.lock();
+        f.debug_struct("CallTable")
+            .field("in_flight", &s.pending.len())
+            .field("max_in_flight", &self.max_in_flight)
+            .field("closed", &s.closed)
+            .finish()
+    }
+}
+
+impl CallTable {
+    /// A table admitting at most `max_in_flight` calls at once.
+    pub fn new(max_in_flight: usize) -> CallTable {
+        CallTable {
+            state: Mutex::new(TableState {
+                next_seq: 1,
+                pending: HashMap::new(),
+                earliest: None,
+                closed: None,
+            }),
+            max_in_flight,
+        }
+    }
+
+    /// Registers a call that must complete by `deadline`, giving it the next
+    /// sequence id. The response payload will be decoded as `T`.
+    ///
+    /// # Errors
+    ///
+    /// RESOURCE_EXHAUSTED when `max_in_flight` calls are pending; the
+    /// close status (e.g. UNAVAILABLE) once the table is closed.
+    pub fn start<T: Message + Default>(
+        self: &Arc<Self>,
+        deadline: Option<Instant>,
+    ) -> Result<CallFuture<T>, Status> {
+        let mut s = self.state.lock();
+        if let Some(status) = &s.closed {
+            return Err(status.clone());
+        }
+        if s.pending.len() >= self.max_in_flight {
+            return Err(Status::resource_exhausted(format!(
+                "{} calls in flight on this connection (limit {})",
+                s.pending.len(),
+                self.max_in_flight
+            )));
+        }
+        let seq = s.next_seq;
+        // u64 ids do not wrap in practice; skip 0 (reserved) if they ever do.
+        s.next_seq = s.next_seq.checked_add(1).unwrap_or(1);
+        let slot = Arc::new(Slot {
+            seq,
+            deadline,
+            state: Mutex::new(SlotState::Waiting(None)),
+            ready: Condvar::new(),
+        });
+        s.pending.insert(seq, Arc::clone(&slot));
+        if let Some(d) = deadline {
+            s.earliest = Some(s.earliest.map_or(d, |e| e.min(d)));
+        }
+        Ok(CallFuture {
+            inner: Inner::Pending {
+                table: Arc::clone(self),
+                slot,
+            },
+            _response: PhantomData,
+        })
+    }
+
+    /// A sequence id for a frame that expects no answer (ONEWAY).
+    pub(crate) fn allocate_seq(&self) -> Result<u64, Status> {
+        let mut s = self.state.lock();
+        if let Some(status) = &s.closed {
+            return Err(status.clone());
+        }
+        let seq = s.next_seq;
+        s.next_seq = s.next_seq.checked_add(1).unwrap_or(1);
+        Ok(seq)
+    }
+
+    /// Completes call `seq` with a response payload or a status. Returns
+    /// `false` if no such call is pending (it timed out or was cancelled:
+    /// the response is dropped).
+    pub fn complete(&self, seq: u64, outcome: Result<LinkBuffer, Status>) -> bool {
+        let slot = self.state.lock().pending.remove(&seq);
+        match slot {
+            Some(slot) => {
+                slot.finish(outcome);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes call `seq` and completes it with `status`, if still pending.
+    fn abandon(&self, seq: u64, status: Option<Status>) -> bool {
+        let slot = self.state.lock().pending.remove(&seq);
+        match (slot, status) {
+            (Some(slot), Some(status)) => {
+                slot.finish(Err(status));
+                true
+            }
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    /// Completes every call whose deadline is at or before `now` with
+    /// DEADLINE_EXCEEDED; returns how many. Cheap when nothing is due (one
+    /// comparison), so the glue may call it on every loop tick; it needs to
+    /// for futures, which have no timer of their own (a blocking
+    /// [`CallFuture::wait`] times out by itself).
+    pub fn expire(&self, now: Instant) -> usize {
+        let expired: Vec<Arc<Slot>> = {
+            let mut s = self.state.lock();
+            match s.earliest {
+                Some(e) if e <= now => {}
+                _ => return 0,
+            }
+            let due: Vec<u64> = s
+                .pending
+                .values()
+                .filter(|slot| slot.deadline.is_some_and(|d| d <= now))
+                .map(|slot| slot.seq)
+                .collect();
+            let expired = due.iter().filter_map(|seq| s.pending.remove(seq)).collect();
+            s.earliest = s.pending.values().filter_map(|slot| slot.deadline).min();
+            expired
+        };
+        for slot in &expired {
+            slot.finish(Err(deadline_status()));
+        }
+        expired.len()
+    }
+
+    /// The earliest deadline of a pending call (a lower bound: it may
+    /// belong to a call already completed), for the glue's timer.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.state.lock().earliest
+    }
+
+    /// Fails every pending call with `status` (typically UNAVAILABLE:
+    /// connection lost) and makes every later [`start`](CallTable::start)
+    /// fail with it too.
+    pub fn close(&self, status: Status) {
+        let pending: Vec<Arc<Slot>> = {
+            let mut s = self.state.lock();
+            if s.closed.is_none() {
+                s.closed = Some(status.clone());
+            }
+            s.earliest = None;
+            s.pending.drain().map(|(_, slot)| slot).collect()
+        };
+        for slot in pending {
+            slot.finish(Err(status.clone()));
+        }
+    }
+
+    /// Whether [`close`](CallTable::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed.is_some()
+    }
+
+    /// Calls pending.
+    pub fn len(&self) -> usize {
+        self.state.lock().pending.len()
+    }
+
+    /// Whether no call is pending.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn deadline_status() -> Status {
+    Status::deadline_exceeded("no response before the deadline")
+}
+
+enum Inner {
+    Pending { table: Arc<CallTable>, slot: Arc<Slot> },
+    Failed(Status),
+    Finished,
+}
+
+/// The pending result of a call: a `Future` usable under any executor
+/// (tokio, `futures::executor::block_on`, ...) and a blocking
+/// [`wait`](CallFuture::wait). Resolves to the response decoded as `T`, or
+/// a [`Status`]: the server's, or DEADLINE_EXCEEDED, UNAVAILABLE (connection
+/// lost), INTERNAL (the response does not decode).
+///
+/// Dropping it before completion cancels the call: its table entry is
+/// removed and a late response is dropped. (The server is not told in
+/// protocol version 1.)
+#[must_use = "a call is cancelled when its CallFuture is dropped"]
+pub struct CallFuture<T> {
+    inner: Inner,
+    _response: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for CallFuture<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("CallFuture");
+        match &self.inner {
+            Inner::Pending { slot, .. } => d.field("seq", &slot.seq),
+            Inner::Failed(s) => d.field("failed", s),
+            Inner::Finished => d.field("finished", &true),
+        };
+        d.finish()
+    }
+}
+
+impl<T: Message + Default> CallFuture<T> {
+    /// A future already failed with `status`.
+    pub fn failed(status: Status) -> CallFuture<T> {
+        CallFuture {
+            inner: Inner::Failed(status),
+            _response: PhantomData,
+        }
+    }
+
+    /// The call's sequence id (0 for a call that failed before it started).
+    pub fn seq(&self) -> u64 {
+        match &self.inner {
+            Inner::Pending { slot, .. } => slot.seq,
+            _ => 0,
+        }
+    }
+
+    /// The call's deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        match &self.inner {
+            Inner::Pending { slot, .. } => slot.deadline,
+            _ => None,
+        }
+    }
+
+    fn decode(outcome: Outcome) -> Result<T, Status> {
+        let payload = outcome?;
+        T::decode(payload).map_err(|e| Status::internal(format!("cannot decode the response: {e}")))
+    }
+
+    /// Blocks the calling thread until the call completes or its deadline
+    /// passes (then DEADLINE_EXCEEDED).
+    pub fn wait(mut self) -> Result<T, Status> {
+        let (table, slot) = match std::mem::replace(&mut self.inner, Inner::Finished) {
+            Inner::Pending { table, slot } => (table, slot),
+            Inner::Failed(status) => return Err(status),
+            Inner::Finished => return Err(Status::internal("call already finished")),
+        };
+        let mut state = slot.state.lock();
+        loop {
+            if let SlotState::Done(_) = &*state {
+                let SlotState::Done(outcome) = std::mem::replace(&mut *state, SlotState::Taken)
+                else {
+                    unreachable!("matched Done just above")
+                };
+                drop(state);
+                return Self::decode(outcome);
+            }
+            match slot.deadline {
+                None => slot.ready.wait(&mut state),
+                Some(deadline) => {
+                    if Instant::now() >= deadline {
+                        drop(state);
+                        // Ours if we remove it; otherwise the reader holds it
+                        // and stores its outcome right now: wait for that.
+                        if table.abandon(slot.seq, None) {
+                            return Err(deadline_status());
+                        }
+                        state = slot.state.lock();
+                        continue;
+                    }
+                    let _ = slot.ready.wait_until(&mut state, deadline);
+                }
+            }
+        }
+    }
+}
+
+impl<T: Message + Default> Future for CallFuture<T> {
+    type Output = Result<T, Status>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let (table, slot) = match &this.inner {
+            Inner::Pending { table, slot } => (table, slot),
+            Inner::Failed(_) => {
+                let Inner::Failed(status) = std::mem::replace(&mut this.inner, Inner::Finished)
+                else {
+                    unreachable!("matched Failed just above")
+                };
+                return Poll::Ready(Err(status));
+            }
+            Inner::Finished => {
+                return Poll::Ready(Err(Status::internal("CallFuture polled after completion")));
+            }
+        };
+        let mut state = slot.state.lock();
+        match &mut *state {
+            SlotState::Done(_) => {
+                let SlotState::Done(outcome) = std::mem::replace(&mut *state, SlotState::Taken)
+                else {
+                    unreachable!("matched Done just above")
+                };
+                drop(state);
+                this.inner = Inner::Finished;
+                Poll::Ready(Self::decode(outcome))
+            }
+            SlotState::Waiting(waker) => {
+                if slot.deadline.is_some_and(|d| Instant::now() >= d) {
+                    drop(state);
+                    if table.abandon(slot.seq, None) {
+                        this.inner = Inner::Finished;
+                        return Poll::Ready(Err(deadline_status()));
+                    }
+                    // The reader is completing it right now; it will wake us.
+                    let mut state = slot.state.lock();
+                    if let SlotState::Waiting(waker) = &mut *state {
+                        *waker = Some(cx.waker().clone());
+                        return Poll::Pending;
+                    }
+                    drop(state);
+                    return self.poll(cx);
+                }
+                match waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            SlotState::Taken => {
+                drop(state);
+                this.inner = Inner::Finished;
+                Poll::Ready(Err(Status::internal("CallFuture polled after completion")))
+            }
+        }
+    }
+}
+
+impl<T> Drop for CallFuture<T> {
+    fn drop(&mut self) {
+        if let Inner::Pending { table, slot } = &self.inner {
+            // Cancelled: remove the entry so that a late response is dropped.
+            table.abandon(slot.seq, None);
+        }
+    }
+}

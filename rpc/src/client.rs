@@ -1,0 +1,539 @@
+//! The client: per-call options, the sans-IO session of one connection, and
+//! the [`Client`] handle the generated stubs call through.
+
+use std::fmt;
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferropoll_linkbuffer::LinkBuffer;
+use prost::Message;
+
+use crate::call::{CallFuture, CallTable};
+use crate::codec::{self, Limits, MessageType, ProtocolError, RequestHead};
+use crate::context::PeerAddr;
+use crate::metadata::Metadata;
+use crate::server::{ServerConn, ServerEngine};
+use crate::status::{Code, Status};
+
+/// Options of one call.
+///
+/// ```
+/// use std::time::Duration;
+/// use ferropoll_rpc::CallOptions;
+/// let opts = CallOptions::new()
+///     .with_timeout(Duration::from_millis(250))
+///     .with_metadata("tenant", "a");
+/// assert_eq!(opts.timeout(), Some(Duration::from_millis(250)));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    timeout: Option<Duration>,
+    metadata: Metadata,
+}
+
+impl CallOptions {
+    /// No timeout of its own (the client's default applies), no metadata.
+    pub const DEFAULT: CallOptions = CallOptions {
+        timeout: None,
+        metadata: Metadata::new(),
+    };
+
+    /// The same as [`CallOptions::DEFAULT`].
+    pub fn new() -> CallOptions {
+        CallOptions::DEFAULT
+    }
+
+    /// The call fails with DEADLINE_EXCEEDED unless it completes within
+    /// `timeout`; the server receives it as the call's time budget.
+    #[must_use = "with_timeout returns the changed options"]
+    pub fn with_timeout(mut self, timeout: Duration) -> CallOptions {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Adds a metadata entry sent with the request.
+    #[must_use = "with_metadata returns the changed options"]
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> CallOptions {
+        self.metadata.insert(key, value);
+        self
+    }
+
+    /// The timeout, if set.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+}
+
+/// Options of a [`Client`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Longest wait for a connection to be established. Default 5 s.
+    pub connect_timeout: Duration,
+    /// Timeout of calls whose [`CallOptions`] set none; `None` = wait until
+    /// the response or the connection's loss. Default 30 s: a call must not
+    /// hang forever on a silent server.
+    pub default_timeout: Option<Duration>,
+    /// Multiplexed connections kept to the server. Default 1.
+    pub connections: usize,
+    /// Frame and in-flight limits of each connection.
+    pub limits: Limits,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            default_timeout: Some(Duration::from_secs(30)),
+            connections: 1,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The client side of one connection, sans-IO: starts calls by encoding
+/// their requests into a buffer, completes them from the bytes read back.
+///
+/// The glue owns the connection: it writes what
+/// [`start_call`](ClientSession::start_call) encoded, feeds what it reads to
+/// [`handle_input`](ClientSession::handle_input), calls
+/// [`expire`](ClientSession::expire) from a timer while
+/// [`next_deadline`](ClientSession::next_deadline) is `Some`, and calls
+/// [`close`](ClientSession::close) when the connection is lost. Every method
+/// takes `&self`: callers on any thread start calls while the loop thread
+/// completes them.
+///
+/// ```
+/// use std::time::Instant;
+/// use ferropoll_rpc::{CallOptions, ClientOptions, ClientSession, LinkBuffer, PeerAddr, ServerConn, ServerEngine};
+///
+/// let session = ClientSession::new(&ClientOptions::default());
+/// let mut wire = LinkBuffer::new();
+/// let call = session.start_call::<(), ()>(&mut wire, "nope.Nope", "Call", &(), &CallOptions::DEFAULT);
+/// wire.flush();
+///
+/// // the "server" side of the wire
+/// let (engine, conn) = (ServerEngine::new(), ServerConn::new(PeerAddr::unknown()));
+/// let mut back = LinkBuffer::new();
+/// engine.process(&conn, &mut wire, &mut back, &mut Vec::new(), Instant::now()).unwrap();
+/// back.flush();
+///
+/// assert_eq!(session.handle_input(&mut back).unwrap(), 1);
+/// assert_eq!(call.wait().unwrap_err().code(), ferropoll_rpc::Code::Unimplemented);
+/// ```
+#[derive(Debug)]
+pub struct ClientSession {
+    table: Arc<CallTable>,
+    limits: Limits,
+    default_timeout: Option<Duration>,
+}
+
+impl ClientSession {
+    /// A session with `options`' limits and default timeout.
+    pub fn new(options: &ClientOptions) -> ClientSession {
+        ClientSession {
+            table: Arc::new(CallTable::new(options.limits.max_in_flight)),
+            limits: options.limits,
+            default_timeout: options.default_timeout,
+        }
+    }
+
+    /// The call table.
+    pub fn table(&self) -> &Arc<CallTable> {
+        &self.table
+    }
+
+    /// Registers a call and encodes its request into `out` (unflushed). On
+    /// failure (too many calls in flight, a request over the frame limit, a
+    /// closed session) nothing is written and the returned future is
+    /// already failed.
+    pub fn start_call<Req: Message, Resp: Message + Default>(
+        &self,
+        out: &mut LinkBuffer,
+        service: &str,
+        method: &str,
+        req: &Req,
+        options: &CallOptions,
+    ) -> CallFuture<Resp> {
+        let timeout = options.timeout.or(self.default_timeout);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let call = match self.table.start::<Resp>(deadline) {
+            Ok(call) => call,
+            Err(status) => return CallFuture::failed(status),
+        };
+        let head = RequestHead {
+            seq: call.seq(),
+            service,
+            method,
+            timeout,
+            metadata: &options.metadata,
+            oneway: false,
+        };
+        match codec::encode_request(out, &self.limits, &head, req) {
+            Ok(_) => call,
+            Err(e) => {
+                drop(call); // removes the table entry
+                CallFuture::failed(request_error(e))
+            }
+        }
+    }
+
+    /// Encodes a ONEWAY request into `out` (unflushed); no answer will come.
+    ///
+    /// # Errors
+    ///
+    /// The session is closed, or the request breaks the limits.
+    pub fn send_oneway<Req: Message>(
+        &self,
+        out: &mut LinkBuffer,
+        service: &str,
+        method: &str,
+        req: &Req,
+        options: &CallOptions,
+    ) -> Result<(), Status> {
+        let seq = self.table.allocate_seq()?;
+        let head = RequestHead {
+            seq,
+            service,
+            method,
+            timeout: options.timeout.or(self.default_timeout),
+            metadata: &options.metadata,
+            oneway: true,
+        };
+        codec::encode_request(out, &self.limits, &head, req)
+            .map(drop)
+            .map_err(request_error)
+    }
+
+    /// Encodes a PING into `out` (unflushed); the future resolves when the
+    /// PONG arrives (or with DEADLINE_EXCEEDED after `timeout`).
+    pub fn start_ping(&self, out: &mut LinkBuffer, timeout: Option<Duration>) -> CallFuture<()> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        match self.table.start::<()>(deadline) {
+            Ok(call) => {
+                codec::encode_ping(out, call.seq());
+                call
+            }
+            Err(status) => CallFuture::failed(status),
+        }
+    }
+
+    /// Decodes every whole frame of `input` and completes the calls they
+    /// answer; returns the number of frames. Responses to calls no longer
+    /// pending (timed out, cancelled) are dropped.
+    ///
+    /// # Errors
+    ///
+    /// A protocol violation, or an ERROR frame from the server: every
+    /// pending call has been failed with UNAVAILABLE and the glue must close
+    /// the connection.
+    pub fn handle_input(&self, input: &mut LinkBuffer) -> Result<usize, ProtocolError> {
+        let mut frames = 0;
+        loop {
+            let frame = match codec::decode(input, &self.limits) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(frames),
+                Err(e) => {
+                    self.close(Status::unavailable(format!("connection closed: {e}")));
+                    return Err(e);
+                }
+            };
+            frames += 1;
+            let kind = frame.message_type();
+            let (header, payload) = (frame.header, frame.payload);
+            match kind {
+                Some(MessageType::Response) => {
+                    let outcome = if header.status_code == Code::Ok.as_u32() {
+                        Ok(payload)
+                    } else {
+                        Err(Status::from_parts(
+                            Code::from_u32(header.status_code),
+                            header.status_message,
+                            Metadata::from_entries(header.metadata),
+                        ))
+                    };
+                    self.table.complete(header.seq, outcome);
+                }
+                Some(MessageType::Pong) => {
+                    self.table.complete(header.seq, Ok(payload));
+                }
+                Some(MessageType::Error) => {
+                    let status = header.status();
+                    self.close(Status::unavailable(format!(
+                        "the server closed the connection: {status}"
+                    )));
+                    return Err(ProtocolError::PeerError(status));
+                }
+                other => {
+                    tracing::debug!(kind = ?other, seq = header.seq, "client skips a frame");
+                }
+            }
+        }
+    }
+
+    /// Fails calls whose deadline passed with DEADLINE_EXCEEDED; see
+    /// [`CallTable::expire`].
+    pub fn expire(&self, now: Instant) -> usize {
+        self.table.expire(now)
+    }
+
+    /// When [`expire`](ClientSession::expire) should next be called.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.table.next_deadline()
+    }
+
+    /// Fails every pending and later call with `status` (connection lost).
+    pub fn close(&self, status: Status) {
+        self.table.close(status);
+    }
+
+    /// Whether the session was closed.
+    pub fn is_closed(&self) -> bool {
+        self.table.is_closed()
+    }
+
+    /// Calls awaiting their response.
+    pub fn in_flight(&self) -> usize {
+        self.table.len()
+    }
+}
+
+fn request_error(e: ProtocolError) -> Status {
+    match e {
+        ProtocolError::FrameTooLarge { .. } | ProtocolError::HeaderTooLarge { .. } => {
+            Status::resource_exhausted(format!("request not sent: {e}"))
+        }
+        _ => Status::invalid_argument(format!("request not sent: {e}")),
+    }
+}
+
+/// A handle to a server, cheap to clone and usable from any thread; the
+/// generated client stubs (`KvClient`) call through it.
+///
+/// Two ways to get one:
+///
+/// * [`Client::in_process`] — a client of a [`ServerEngine`] in the same
+///   process, without sockets: every call is encoded, processed by the
+///   engine and decoded exactly as over a connection. For tests, and for
+///   calling a service from inside its own server.
+/// * [`Client::connect`] — a client of a server over TCP or a Unix socket.
+///   **Not wired to the transport yet**: it validates the address and
+///   returns UNAVAILABLE ("transport not wired yet"). The design it will
+///   follow is below.
+///
+/// # Network design (to be wired onto `ferropoll-transport`)
+///
+/// `connect` dials [`ClientOptions::connections`] connections with the
+/// transport's `Dialer` (`connect_timeout`), each with its own
+/// [`ClientSession`]; the client loop's callbacks are thin:
+/// `on_request` → `session.handle_input(reader)` then `reader.release()`
+/// (on `Err`: close the connection); `on_disconnect` →
+/// `session.close(Status::unavailable("connection lost"))`; a loop timer
+/// while `session.next_deadline()` is `Some` → `session.expire(now)`. A call
+/// picks a connection round-robin, skipping one whose session is closed or
+/// whose connection is not `is_active()` (it is re-dialed, and replaced by a
+/// new session); it runs `session.start_call(writer, ...)` under the
+/// connection's writer lock, flushes, and returns the [`CallFuture`]; the
+/// blocking form waits on it. The per-connection in-flight limit fails a
+/// call with RESOURCE_EXHAUSTED only when every connection is full.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    options: ClientOptions,
+    backend: Backend,
+}
+
+enum Backend {
+    InProcess {
+        engine: Arc<ServerEngine>,
+        conn: ServerConn,
+        session: ClientSession,
+    },
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let backend = match &self.inner.backend {
+            Backend::InProcess { .. } => "in-process",
+        };
+        f.debug_struct("Client")
+            .field("backend", &backend)
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client of the server at `addr` (`"host:port"` or `"unix:/path"`).
+    ///
+    /// # Errors
+    ///
+    /// INVALID_ARGUMENT for an address that does not resolve; UNAVAILABLE
+    /// for now, as the network transport is not wired yet (see the type's
+    /// docs).
+    pub fn connect(addr: &str, options: ClientOptions) -> Result<Client, Status> {
+        if addr.strip_prefix("unix:").is_none_or(str::is_empty) {
+            let mut resolved = addr
+                .to_socket_addrs()
+                .map_err(|e| Status::invalid_argument(format!("bad address {addr:?}: {e}")))?;
+            if resolved.next().is_none() {
+                return Err(Status::invalid_argument(format!(
+                    "address {addr:?} resolves to nothing"
+                )));
+            }
+        }
+        let _ = options;
+        // The one unimplemented piece: dialing and serving the connections
+        // (see "Network design" above). Everything it calls is implemented.
+        Err(Status::unavailable(format!(
+            "cannot connect to {addr}: transport not wired yet"
+        )))
+    }
+
+    /// A client of `engine` in this process: requests are encoded, run
+    /// through [`ServerEngine::process`] on the calling thread and the
+    /// responses decoded, exactly the bytes a connection would carry.
+    /// Pool-dispatched methods also run on the calling thread. The client's
+    /// limits are the engine's (so nothing the engine would reject is sent).
+    pub fn in_process(engine: Arc<ServerEngine>, mut options: ClientOptions) -> Client {
+        options.limits = *engine.limits();
+        let session = ClientSession::new(&options);
+        Client {
+            inner: Arc::new(ClientInner {
+                options,
+                backend: Backend::InProcess {
+                    engine,
+                    conn: ServerConn::new(PeerAddr::other("in-process")),
+                    session,
+                },
+            }),
+        }
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// Calls `service`/`method` with `req` and blocks until the response,
+    /// the deadline or the connection's loss.
+    ///
+    /// # Errors
+    ///
+    /// The server's status, or DEADLINE_EXCEEDED, UNAVAILABLE,
+    /// RESOURCE_EXHAUSTED (too many calls in flight, request too large),
+    /// INTERNAL (response does not decode).
+    pub fn unary<Req: Message, Resp: Message + Default>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        options: &CallOptions,
+    ) -> Result<Resp, Status> {
+        self.unary_async(service, method, req, options).wait()
+    }
+
+    /// Starts a call and returns its future; the request is on its way when
+    /// this returns. Any executor can await the future.
+    pub fn unary_async<Req: Message, Resp: Message + Default>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        options: &CallOptions,
+    ) -> CallFuture<Resp> {
+        match &self.inner.backend {
+            Backend::InProcess {
+                engine,
+                conn,
+                session,
+            } => {
+                let mut wire = LinkBuffer::new();
+                let call = session.start_call(&mut wire, service, method, req, options);
+                in_process_exchange(engine, conn, session, wire);
+                call
+            }
+        }
+    }
+
+    /// Sends a ONEWAY call: no response, no error from the server.
+    ///
+    /// # Errors
+    ///
+    /// Only local ones: the request could not be sent.
+    pub fn oneway<Req: Message>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        options: &CallOptions,
+    ) -> Result<(), Status> {
+        match &self.inner.backend {
+            Backend::InProcess {
+                engine,
+                conn,
+                session,
+            } => {
+                let mut wire = LinkBuffer::new();
+                session.send_oneway(&mut wire, service, method, req, options)?;
+                in_process_exchange(engine, conn, session, wire);
+                Ok(())
+            }
+        }
+    }
+
+    /// Pings the server and waits for its pong.
+    ///
+    /// # Errors
+    ///
+    /// DEADLINE_EXCEEDED after `timeout`; UNAVAILABLE if the connection is lost.
+    pub fn ping(&self, timeout: Duration) -> Result<(), Status> {
+        match &self.inner.backend {
+            Backend::InProcess {
+                engine,
+                conn,
+                session,
+            } => {
+                let mut wire = LinkBuffer::new();
+                let call = session.start_ping(&mut wire, Some(timeout));
+                in_process_exchange(engine, conn, session, wire);
+                call.wait()
+            }
+        }
+    }
+}
+
+/// One round trip through an in-process engine.
+fn in_process_exchange(
+    engine: &ServerEngine,
+    conn: &ServerConn,
+    session: &ClientSession,
+    mut wire: LinkBuffer,
+) {
+    wire.flush();
+    if wire.is_empty() {
+        return;
+    }
+    let mut back = LinkBuffer::new();
+    let mut deferred = Vec::new();
+    let result = engine.process(conn, &mut wire, &mut back, &mut deferred, Instant::now());
+    for call in deferred {
+        call.run(&mut back);
+    }
+    back.flush();
+    // Complete what was answered before a protocol error, then fail the rest.
+    if let Err(e) = session.handle_input(&mut back) {
+        tracing::warn!("in-process client: {e}");
+    }
+    if let Err(e) = result {
+        session.close(Status::unavailable(format!("in-process server rejected a frame: {e}")));
+    }
+}

@@ -1,0 +1,542 @@
+//! The sans-IO server engine: a registry of services and the function that
+//! turns a batch of input bytes into a batch of responses.
+//!
+//! The socket glue calls [`ServerEngine::process`] when a connection's input
+//! has new bytes: every whole frame is decoded and answered, responses of
+//! inline calls are encoded into the output buffer, so the glue flushes
+//! **once per read batch** (pipelined requests → one `sendmsg`). Calls of
+//! pool-dispatched methods come back as [`DeferredCall`]s for the glue to run
+//! on a worker ([`DeferredCall::run`]) and flush separately.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ferropoll_linkbuffer::LinkBuffer;
+
+use crate::codec::{self, Frame, Limits, MessageType, ProtocolError};
+use crate::context::{Context, PeerAddr};
+use crate::metadata::Metadata;
+use crate::service::{Dispatch, Reply, Service};
+use crate::status::Status;
+
+/// Why a registration failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RegisterError {
+    /// A service of that name is already registered.
+    DuplicateService(&'static str),
+    /// The service has no method of that name.
+    UnknownMethod {
+        /// The service.
+        service: &'static str,
+        /// The method asked for.
+        method: String,
+    },
+}
+
+impl fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegisterError::DuplicateService(s) => write!(f, "service {s} is already registered"),
+            RegisterError::UnknownMethod { service, method } => {
+                write!(f, "service {service} has no method {method}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RegisterError {}
+
+struct MethodEntry {
+    name: &'static str,
+    dispatch: Dispatch,
+}
+
+struct ServiceEntry {
+    service: Arc<dyn Service>,
+    name: &'static str,
+    methods: Vec<MethodEntry>,
+}
+
+impl ServiceEntry {
+    /// Method lookup by wire name: a scan (services have few methods, and a
+    /// length-first byte comparison beats hashing the name).
+    fn method(&self, name: &[u8]) -> Option<(usize, &MethodEntry)> {
+        self.methods
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.name.as_bytes() == name)
+    }
+}
+
+/// The configuration of one registered service, returned by
+/// [`ServerEngine::register`] to choose where its handlers run.
+///
+/// ```
+/// # use ferropoll_rpc::{Context, Dispatch, LinkBuffer, Reply, ServerEngine, Service};
+/// # struct Kv;
+/// # impl Service for Kv {
+/// #     fn name(&self) -> &'static str { "kv.Kv" }
+/// #     fn methods(&self) -> &'static [&'static str] { &["Get", "List"] }
+/// #     fn call(&self, _: usize, _: &Context, _: LinkBuffer, reply: Reply<'_>) { reply.unknown_method() }
+/// # }
+/// let mut engine = ServerEngine::new();
+/// engine
+///     .register(Kv)?
+///     .dispatch(Dispatch::Inline)
+///     .method_dispatch("List", Dispatch::Pool)?;
+/// assert_eq!(engine.dispatch_of("kv.Kv", "List"), Some(Dispatch::Pool));
+/// # Ok::<(), ferropoll_rpc::RegisterError>(())
+/// ```
+pub struct ServiceConfig<'a> {
+    entry: &'a mut ServiceEntry,
+}
+
+impl ServiceConfig<'_> {
+    /// Runs every method of the service with `dispatch`.
+    pub fn dispatch(&mut self, dispatch: Dispatch) -> &mut Self {
+        for m in &mut self.entry.methods {
+            m.dispatch = dispatch;
+        }
+        self
+    }
+
+    /// Runs method `method` with `dispatch`.
+    ///
+    /// # Errors
+    ///
+    /// [`RegisterError::UnknownMethod`] if the service has no such method.
+    pub fn method_dispatch(
+        &mut self,
+        method: &str,
+        dispatch: Dispatch,
+    ) -> Result<&mut Self, RegisterError> {
+        let service = self.entry.name;
+        let m = self
+            .entry
+            .methods
+            .iter_mut()
+            .find(|m| m.name == method)
+            .ok_or_else(|| RegisterError::UnknownMethod {
+                service,
+                method: method.to_owned(),
+            })?;
+        m.dispatch = dispatch;
+        Ok(self)
+    }
+}
+
+/// Per-connection state of the server side; one per accepted connection.
+#[derive(Debug)]
+pub struct ServerConn {
+    peer: PeerAddr,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl ServerConn {
+    /// State for a connection from `peer`.
+    pub fn new(peer: PeerAddr) -> ServerConn {
+        ServerConn {
+            peer,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> &PeerAddr {
+        &self.peer
+    }
+
+    /// Pool-dispatched calls of this connection queued or running.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+/// What one [`ServerEngine::process`] call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Whole frames decoded (and consumed from the input).
+    pub frames: usize,
+    /// Frames written to the output (responses, errors, pongs).
+    pub responses: usize,
+    /// Calls handed back as [`DeferredCall`]s.
+    pub deferred: usize,
+}
+
+/// A decoded call of a pool-dispatched method, for the glue to run on a
+/// worker. It counts as in flight on its connection until dropped.
+pub struct DeferredCall {
+    service: Arc<dyn Service>,
+    method: usize,
+    ctx: Context,
+    payload: LinkBuffer,
+    oneway: bool,
+    limits: Limits,
+    _in_flight: InFlight,
+}
+
+impl DeferredCall {
+    /// The call's context.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Runs the call — unless its deadline passed while it waited, then it
+    /// answers DEADLINE_EXCEEDED — and encodes the answer into `out` (nothing
+    /// for a ONEWAY call). Panics are caught and answered INTERNAL. Returns
+    /// whether a frame was written; the caller then flushes `out` to the
+    /// connection (the transport keeps frames of concurrent writers whole).
+    pub fn run(self, out: &mut LinkBuffer) -> bool {
+        let out = if self.oneway { None } else { Some(out) };
+        run_call(
+            &*self.service,
+            self.method,
+            &self.ctx,
+            self.payload,
+            out,
+            &self.limits,
+        )
+    }
+}
+
+impl fmt::Debug for DeferredCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeferredCall")
+            .field("ctx", &self.ctx)
+            .field("payload_len", &self.payload.len())
+            .field("oneway", &self.oneway)
+            .finish()
+    }
+}
+
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs one call with its deadline check and panic guard; returns whether a
+/// frame was written to `out`.
+fn run_call(
+    service: &dyn Service,
+    method: usize,
+    ctx: &Context,
+    payload: LinkBuffer,
+    mut out: Option<&mut LinkBuffer>,
+    limits: &Limits,
+) -> bool {
+    let seq = ctx.seq();
+    if ctx.is_expired() {
+        if let Some(out) = out {
+            codec::encode_status(
+                out,
+                limits,
+                seq,
+                &Status::deadline_exceeded("deadline passed before the handler started"),
+            );
+            return true;
+        }
+        return false;
+    }
+    let responds = out.is_some();
+    let mut answered = false;
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        service.call(
+            method,
+            ctx,
+            payload,
+            Reply::new(out.as_deref_mut(), seq, limits, &mut answered),
+        );
+    }));
+    if answered {
+        return responds;
+    }
+    let status = match outcome {
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a non-string payload");
+            tracing::error!(
+                service = ctx.service(),
+                method = ctx.method(),
+                "handler panicked: {what}"
+            );
+            Status::internal("handler panicked")
+        }
+        Ok(()) => Status::internal("the service did not answer"),
+    };
+    match out {
+        Some(out) => {
+            codec::encode_status(out, limits, seq, &status);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The registry of services and the request-processing engine of a server.
+/// Build it, register services, share it (`Arc`) among the event loops.
+///
+/// ```
+/// use ferropoll_rpc::codec::{self, MessageType};
+/// use ferropoll_rpc::{LinkBuffer, PeerAddr, ServerConn, ServerEngine};
+/// use std::time::Instant;
+///
+/// let engine = ServerEngine::new(); // no services: still answers pings
+/// let conn = ServerConn::new(PeerAddr::unknown());
+/// let (mut input, mut output, mut deferred) = (LinkBuffer::new(), LinkBuffer::new(), Vec::new());
+/// codec::encode_ping(&mut input, 1);
+/// codec::encode_ping(&mut input, 2);
+/// input.flush();
+/// let progress = engine.process(&conn, &mut input, &mut output, &mut deferred, Instant::now()).unwrap();
+/// assert_eq!((progress.frames, progress.responses), (2, 2));
+/// output.flush();
+/// let pong = codec::decode(&mut output, engine.limits()).unwrap().unwrap();
+/// assert_eq!((pong.message_type(), pong.header.seq), (Some(MessageType::Pong), 1));
+/// ```
+pub struct ServerEngine {
+    services: HashMap<Box<[u8]>, ServiceEntry>,
+    limits: Limits,
+}
+
+impl Default for ServerEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for ServerEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<_> = self.services.values().map(|e| e.name).collect();
+        names.sort_unstable();
+        f.debug_struct("ServerEngine")
+            .field("services", &names)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl ServerEngine {
+    /// An engine with no service and the default [`Limits`].
+    pub fn new() -> ServerEngine {
+        Self::with_limits(Limits::default())
+    }
+
+    /// An engine with no service and `limits`.
+    pub fn with_limits(limits: Limits) -> ServerEngine {
+        ServerEngine {
+            services: HashMap::new(),
+            limits,
+        }
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Registers `service`; each method's dispatch starts as the service's
+    /// [`Service::dispatch`] answer and can be changed on the returned config.
+    ///
+    /// # Errors
+    ///
+    /// [`RegisterError::DuplicateService`] if the name is taken.
+    pub fn register<S: Service>(&mut self, service: S) -> Result<ServiceConfig<'_>, RegisterError> {
+        self.register_arc(Arc::new(service))
+    }
+
+    /// [`register`](ServerEngine::register) for a shared service.
+    ///
+    /// # Errors
+    ///
+    /// [`RegisterError::DuplicateService`] if the name is taken.
+    pub fn register_arc(
+        &mut self,
+        service: Arc<dyn Service>,
+    ) -> Result<ServiceConfig<'_>, RegisterError> {
+        let name = service.name();
+        let key: Box<[u8]> = name.as_bytes().into();
+        if self.services.contains_key(&key) {
+            return Err(RegisterError::DuplicateService(name));
+        }
+        let methods = service
+            .methods()
+            .iter()
+            .enumerate()
+            .map(|(i, &m)| MethodEntry {
+                name: m,
+                dispatch: service.dispatch(i),
+            })
+            .collect();
+        let entry = self.services.entry(key).or_insert(ServiceEntry {
+            service,
+            name,
+            methods,
+        });
+        Ok(ServiceConfig { entry })
+    }
+
+    /// The dispatch of a registered method, or `None` if unknown.
+    pub fn dispatch_of(&self, service: &str, method: &str) -> Option<Dispatch> {
+        let entry = self.services.get(service.as_bytes())?;
+        entry.method(method.as_bytes()).map(|(_, m)| m.dispatch)
+    }
+
+    /// Decodes and answers every whole frame in `input`.
+    ///
+    /// * REQUEST / ONEWAY: unknown service or method → UNIMPLEMENTED; a
+    ///   deadline (arrival `received_at` + the request's budget) already
+    ///   passed → DEADLINE_EXCEEDED without running the handler; an inline
+    ///   method runs now, its answer (or INTERNAL if it panics) encoded into
+    ///   `output`; a pool method is pushed onto `deferred` (or answered
+    ///   RESOURCE_EXHAUSTED when the connection has
+    ///   [`Limits::max_in_flight`] pool calls already).
+    /// * PING → PONG with the same payload, zero-copy.
+    /// * RESPONSE, PONG and unknown types are skipped.
+    ///
+    /// Output frames are in input order for inline calls. Nothing is flushed:
+    /// the caller flushes `output` once for the whole batch, and calls
+    /// [`LinkBuffer::release`] on `input` when it suits it.
+    ///
+    /// # Errors
+    ///
+    /// A [`ProtocolError`] (bad framing, or an ERROR frame from the peer):
+    /// the glue must flush `output` — it ends with an ERROR frame that tells
+    /// the peer why, unless the peer sent the error — log the reason and
+    /// close the connection. Frames before the bad one have been answered.
+    pub fn process(
+        &self,
+        conn: &ServerConn,
+        input: &mut LinkBuffer,
+        output: &mut LinkBuffer,
+        deferred: &mut Vec<DeferredCall>,
+        received_at: Instant,
+    ) -> Result<Progress, ProtocolError> {
+        let mut progress = Progress::default();
+        loop {
+            let frame = match codec::decode(input, &self.limits) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(progress),
+                Err(e) => {
+                    codec::encode_error(output, &self.limits, 0, &e.status());
+                    return Err(e);
+                }
+            };
+            progress.frames += 1;
+            match frame.message_type() {
+                Some(MessageType::Request) => {
+                    self.handle_call(conn, frame, false, output, deferred, received_at, &mut progress)
+                }
+                Some(MessageType::Oneway) => {
+                    self.handle_call(conn, frame, true, output, deferred, received_at, &mut progress)
+                }
+                Some(MessageType::Ping) => {
+                    let Frame { header, payload } = frame;
+                    if let Err(e) = codec::encode_pong(output, &self.limits, header.seq, payload) {
+                        codec::encode_error(output, &self.limits, header.seq, &e.status());
+                        return Err(e);
+                    }
+                    progress.responses += 1;
+                }
+                Some(MessageType::Error) => {
+                    return Err(ProtocolError::PeerError(frame.header.status()));
+                }
+                Some(kind @ (MessageType::Response | MessageType::Pong)) => {
+                    tracing::debug!(?kind, seq = frame.header.seq, "server skips a {kind:?} frame");
+                }
+                Some(MessageType::Unspecified) | None => {
+                    tracing::debug!(kind = frame.header.kind, "skipping a frame of unknown type");
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handle_call(
+        &self,
+        conn: &ServerConn,
+        frame: Frame,
+        oneway: bool,
+        output: &mut LinkBuffer,
+        deferred: &mut Vec<DeferredCall>,
+        received_at: Instant,
+        progress: &mut Progress,
+    ) {
+        let Frame { header, payload } = frame;
+        let seq = header.seq;
+        let mut reject = |status: Status| {
+            if oneway {
+                tracing::debug!(seq, "oneway call dropped: {status}");
+            } else {
+                codec::encode_status(output, &self.limits, seq, &status);
+                progress.responses += 1;
+            }
+        };
+        let Some(entry) = self.services.get(&header.service[..]) else {
+            reject(Status::unimplemented(format!(
+                "unknown service {}",
+                String::from_utf8_lossy(&header.service)
+            )));
+            return;
+        };
+        let Some((index, method)) = entry.method(&header.method) else {
+            reject(Status::unimplemented(format!(
+                "unknown method {}/{}",
+                entry.name,
+                String::from_utf8_lossy(&header.method)
+            )));
+            return;
+        };
+        let deadline = match header.timeout_us {
+            0 => None,
+            us => received_at.checked_add(Duration::from_micros(us)),
+        };
+        let ctx = Context::for_call(
+            seq,
+            entry.name,
+            method.name,
+            deadline,
+            Metadata::from_entries(header.metadata),
+            conn.peer.clone(),
+        );
+        match method.dispatch {
+            Dispatch::Inline => {
+                let out = if oneway { None } else { Some(&mut *output) };
+                if run_call(&*entry.service, index, &ctx, payload, out, &self.limits) {
+                    progress.responses += 1;
+                }
+            }
+            Dispatch::Pool => {
+                let before = conn.in_flight.fetch_add(1, Ordering::AcqRel);
+                let guard = InFlight(Arc::clone(&conn.in_flight));
+                if before >= self.limits.max_in_flight {
+                    drop(guard);
+                    reject(Status::resource_exhausted(format!(
+                        "{before} calls in flight on this connection (limit {})",
+                        self.limits.max_in_flight
+                    )));
+                    return;
+                }
+                deferred.push(DeferredCall {
+                    service: Arc::clone(&entry.service),
+                    method: index,
+                    ctx,
+                    payload,
+                    oneway,
+                    limits: self.limits,
+                    _in_flight: guard,
+                });
+                progress.deferred += 1;
+            }
+        }
+    }
+}
