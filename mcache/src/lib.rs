@@ -116,6 +116,8 @@ mod pool;
 mod stats;
 
 pub use buf::{Buf, malloc, try_malloc};
-pub use class::{MAX_GLOBAL_CACHED_BYTES, MAX_POOLED, MAX_THREAD_CACHED_BYTES, MIN_CLASS, size_class};
+pub use class::{
+    MAX_GLOBAL_CACHED_BYTES, MAX_POOLED, MAX_THREAD_CACHED_BYTES, MIN_CLASS, size_class,
+};
 pub use error::Error;
 pub use stats::{Stats, flush_thread_cache, stats, trim};

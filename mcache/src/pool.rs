@@ -129,16 +129,18 @@ impl Block {
         true
     }
 
-    /// Moves every cached buffer to the global lists (or the system).
-    fn drain(&self) {
-        for class in 0..NUM_CLASSES {
-            let n = self.lens[class].load(Relaxed) as usize;
-            self.lens[class].store(0, Relaxed);
-            for i in 0..n {
-                if let Some(p) = NonNull::new(self.slot(SLOT_OFFSETS[class] + i)) {
+    /// Moves every cached buffer to the global lists (or the system). The
+    /// caller holds the registry lock, so [`snapshot`] sees the buffers either
+    /// here or there, never in both or neither.
+    fn drain(&self, _registry: &MutexGuard<'_, Registry>) {
+        for (class, len) in self.lens.iter().enumerate() {
+            let off = SLOT_OFFSETS[class];
+            for i in off..off + len.load(Relaxed) as usize {
+                if let Some(p) = NonNull::new(self.slot(i)) {
                     to_global(class, p);
                 }
             }
+            len.store(0, Relaxed);
         }
     }
 
@@ -227,8 +229,9 @@ impl Drop for Local {
     fn drop(&mut self) {
         let b = self.block.replace(&EMPTY);
         if !ptr::eq(b, &EMPTY) {
-            b.drain();
-            registry().free.push(b);
+            let mut reg = registry();
+            b.drain(&reg);
+            reg.free.push(b);
         }
     }
 }
@@ -358,7 +361,8 @@ fn uncount_allocation() {
         let b = l.registered();
         b.allocations
             .store(b.allocations.load(Relaxed).wrapping_sub(1), Relaxed);
-        b.misses.store(b.misses.load(Relaxed).wrapping_sub(1), Relaxed);
+        b.misses
+            .store(b.misses.load(Relaxed).wrapping_sub(1), Relaxed);
     });
     if done.is_err() {
         FALLBACK_ALLOCATIONS.fetch_sub(1, Relaxed);
@@ -379,6 +383,8 @@ pub(crate) fn snapshot() -> Stats {
     let mut frees = 0u64;
     let mut cached_bytes = 0u64;
     {
+        // Under the lock thread exits and flushes cannot move buffers
+        // between a thread cache and a global list while we count.
         let reg = registry();
         // Frees before allocations: a buffer allocated and freed while we
         // read can then only make `outstanding` too high, never negative.
@@ -391,12 +397,12 @@ pub(crate) fn snapshot() -> Stats {
             misses = misses.wrapping_add(b.misses.load(Relaxed));
             cached_bytes += b.cached_bytes();
         }
+        for (c, q) in GLOBAL.iter().enumerate() {
+            cached_bytes += q.len() as u64 * class_size(c) as u64;
+        }
     }
     allocations = allocations.wrapping_add(FALLBACK_ALLOCATIONS.load(Relaxed));
     misses = misses.wrapping_add(FALLBACK_MISSES.load(Relaxed));
-    for (c, q) in GLOBAL.iter().enumerate() {
-        cached_bytes += q.len() as u64 * class_size(c) as u64;
-    }
     Stats {
         allocations,
         cache_hits: allocations.saturating_sub(misses),
@@ -410,7 +416,7 @@ pub(crate) fn flush_thread_cache() {
     let _ = LOCAL.try_with(|l| {
         let b = l.block.get();
         if !ptr::eq(b, &EMPTY) {
-            b.drain();
+            b.drain(&registry());
         }
     });
 }
