@@ -136,7 +136,9 @@ impl ServiceGenerator {
             method_names.join(", ")
         );
         if service.methods.is_empty() {
-            buf.push_str("        let _ = (method, ctx, request);\n        reply.unknown_method();\n");
+            buf.push_str(
+                "        let _ = (method, ctx, request);\n        reply.unknown_method();\n",
+            );
         } else {
             buf.push_str("        match method {\n");
             for (index, method) in service.methods.iter().enumerate() {

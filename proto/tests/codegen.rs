@@ -45,10 +45,16 @@ fn generates_kv_and_echo() {
         // bytes fields are zero-copy Bytes
         "pub value: ::prost::bytes::Bytes",
     ] {
-        assert!(kv.contains(&squash(needle)), "kv.rs lacks {needle:?}:\n{kv}");
+        assert!(
+            kv.contains(&squash(needle)),
+            "kv.rs lacks {needle:?}:\n{kv}"
+        );
     }
     let echo = std::fs::read_to_string(out.join("echo.rs")).unwrap();
-    assert!(echo.contains("pub payload: ::prost::bytes::Bytes"), "{echo}");
+    assert!(
+        echo.contains("pub payload: ::prost::bytes::Bytes"),
+        "{echo}"
+    );
     assert!(echo.contains("pub struct EchoClient"), "{echo}");
     std::fs::remove_dir_all(out).unwrap();
 }
@@ -99,7 +105,10 @@ fn streaming_rpc_is_rejected() {
         .emit_rerun_if_changed(false)
         .compile(&[src.join("s.proto")], &[&src])
         .unwrap_err();
-    assert!(matches!(err, ferropoll_proto::Error::Streaming { .. }), "{err:?}");
+    assert!(
+        matches!(err, ferropoll_proto::Error::Streaming { .. }),
+        "{err:?}"
+    );
     assert_eq!(
         err.to_string(),
         "s.S/Watch is a streaming RPC; ferropoll-rpc supports unary RPCs only"

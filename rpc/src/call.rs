@@ -276,7 +276,10 @@ fn deadline_status() -> Status {
 }
 
 enum Inner {
-    Pending { table: Arc<CallTable>, slot: Arc<Slot> },
+    Pending {
+        table: Arc<CallTable>,
+        slot: Arc<Slot>,
+    },
     Failed(Status),
     Finished,
 }

@@ -54,7 +54,11 @@ impl CallOptions {
 
     /// Adds a metadata entry sent with the request.
     #[must_use = "with_metadata returns the changed options"]
-    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> CallOptions {
+    pub fn with_metadata(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> CallOptions {
         self.metadata.insert(key, value);
         self
     }
@@ -534,6 +538,8 @@ fn in_process_exchange(
         tracing::warn!("in-process client: {e}");
     }
     if let Err(e) = result {
-        session.close(Status::unavailable(format!("in-process server rejected a frame: {e}")));
+        session.close(Status::unavailable(format!(
+            "in-process server rejected a frame: {e}"
+        )));
     }
 }

@@ -526,7 +526,9 @@ fn write_message<M: Message>(
 /// Converts a timeout to the wire's µs budget: at least 1 µs (0 would mean
 /// "no deadline"), saturating at `u64::MAX`.
 pub fn timeout_to_micros(timeout: Duration) -> u64 {
-    u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(timeout.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// The head of a request frame.
@@ -593,7 +595,12 @@ pub fn encode_response<M: Message>(
     seq: u64,
     msg: &M,
 ) -> Result<usize, ProtocolError> {
-    write_message(out, limits, &HeaderRef::new(seq, MessageType::Response), msg)
+    write_message(
+        out,
+        limits,
+        &HeaderRef::new(seq, MessageType::Response),
+        msg,
+    )
 }
 
 /// Status messages are cut to this many bytes when a header would not fit.
@@ -659,7 +666,13 @@ pub fn encode_error(out: &mut LinkBuffer, limits: &Limits, seq: u64, status: &St
 
 /// Encodes a PING frame with an empty payload. Returns the bytes written.
 pub fn encode_ping(out: &mut LinkBuffer, seq: u64) -> usize {
-    write_head(out, &Limits::DEFAULT, &HeaderRef::new(seq, MessageType::Ping), 0).unwrap_or(0)
+    write_head(
+        out,
+        &Limits::DEFAULT,
+        &HeaderRef::new(seq, MessageType::Ping),
+        0,
+    )
+    .unwrap_or(0)
 }
 
 /// Encodes a PONG frame answering ping `seq`, echoing `payload` without

@@ -433,12 +433,24 @@ impl ServerEngine {
             };
             progress.frames += 1;
             match frame.message_type() {
-                Some(MessageType::Request) => {
-                    self.handle_call(conn, frame, false, output, deferred, received_at, &mut progress)
-                }
-                Some(MessageType::Oneway) => {
-                    self.handle_call(conn, frame, true, output, deferred, received_at, &mut progress)
-                }
+                Some(MessageType::Request) => self.handle_call(
+                    conn,
+                    frame,
+                    false,
+                    output,
+                    deferred,
+                    received_at,
+                    &mut progress,
+                ),
+                Some(MessageType::Oneway) => self.handle_call(
+                    conn,
+                    frame,
+                    true,
+                    output,
+                    deferred,
+                    received_at,
+                    &mut progress,
+                ),
                 Some(MessageType::Ping) => {
                     let Frame { header, payload } = frame;
                     if let Err(e) = codec::encode_pong(output, &self.limits, header.seq, payload) {
@@ -451,7 +463,11 @@ impl ServerEngine {
                     return Err(ProtocolError::PeerError(frame.header.status()));
                 }
                 Some(kind @ (MessageType::Response | MessageType::Pong)) => {
-                    tracing::debug!(?kind, seq = frame.header.seq, "server skips a {kind:?} frame");
+                    tracing::debug!(
+                        ?kind,
+                        seq = frame.header.seq,
+                        "server skips a {kind:?} frame"
+                    );
                 }
                 Some(MessageType::Unspecified) | None => {
                     tracing::debug!(kind = frame.header.kind, "skipping a frame of unknown type");
