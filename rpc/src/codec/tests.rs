@@ -209,8 +209,11 @@ fn hand_written_header_matches_the_generated_schema() {
     }
 }
 
+/// What a frame decoded to: seq, type, payload bytes.
+type Decoded = (u64, MessageType, Vec<u8>);
+
 /// A mixed stream of frames and what each should decode to.
-fn sample_stream() -> (Vec<u8>, Vec<(u64, MessageType, Vec<u8>)>) {
+fn sample_stream() -> (Vec<u8>, Vec<Decoded>) {
     let mut out = LinkBuffer::new();
     let mut expected = Vec::new();
     let md = Metadata::new();
@@ -238,7 +241,7 @@ fn sample_stream() -> (Vec<u8>, Vec<(u64, MessageType, Vec<u8>)>) {
     (drain(&mut out), expected)
 }
 
-fn decode_all(buf: &mut LinkBuffer, into: &mut Vec<(u64, MessageType, Vec<u8>)>) {
+fn decode_all(buf: &mut LinkBuffer, into: &mut Vec<Decoded>) {
     while let Some(mut f) = decode(buf, &limits()).unwrap() {
         let n = f.payload.len();
         into.push((
