@@ -1,2 +1,3 @@
 //! Shared pieces of the example binaries.
 #![deny(unsafe_code)]
+pub mod echo;
