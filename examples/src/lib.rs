@@ -1,3 +1,4 @@
 //! Shared pieces of the example binaries.
 #![deny(unsafe_code)]
 pub mod echo;
+pub mod pb;
