@@ -94,7 +94,7 @@ pub(crate) struct ConnInner {
     pub(crate) lp: Arc<LoopShared>,
     pub(crate) inbox: Mutex<LinkBuffer>,
     pub(crate) readable: Condvar,
-    reader: Mutex<LinkBuffer>,
+    pub(crate) reader: Mutex<LinkBuffer>,
     pub(crate) output: Mutex<Output>,
     pub(crate) drained: Condvar,
     /// Bytes ever read from the socket (written by the loop only).

@@ -519,13 +519,32 @@ impl<H: Handler> Reactor<H> {
                 .cfg()
                 .input_high_water
                 .max(inner.want.load(Ordering::Acquire));
+            // Inline, nobody else reads: read straight into the reader buffer
+            // (saves the inbox hand-off) when no consumer holds it and the
+            // inbox is empty, which keeps reader bytes before inbox bytes.
+            // The guard drops at the end of this block, before dispatch.
+            let mut direct = if flags & BLOCKING == 0 {
+                inner
+                    .reader
+                    .try_lock()
+                    .filter(|_| inner.inbox.lock().is_empty())
+            } else {
+                None
+            };
             loop {
                 let (res, offered) = {
-                    let mut inbox = inner.inbox.lock();
-                    let space = inbox.book(MIN_READ);
+                    let mut inbox;
+                    let buf = match direct.as_mut() {
+                        Some(r) => &mut **r,
+                        None => {
+                            inbox = inner.inbox.lock();
+                            &mut *inbox
+                        }
+                    };
+                    let space = buf.book(MIN_READ);
                     let offered = space.len();
                     let res = sys::read(inner.fd, space);
-                    inbox.book_ack(*res.as_ref().unwrap_or(&0));
+                    buf.book_ack(*res.as_ref().unwrap_or(&0));
                     (res, offered)
                 };
                 match res {
