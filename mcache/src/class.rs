@@ -25,10 +25,12 @@ const MAX_THREAD_SLOTS: usize = 64;
 /// Largest class a thread caches; larger classes use only the global list.
 const MAX_THREAD_CACHED_CLASS: usize = 256 << 10;
 
-/// Bytes the global list may hold per class (at least one buffer).
-const GLOBAL_BYTES_PER_CLASS: usize = 2 << 20;
-/// Most buffers the global list holds in one class.
-const MAX_GLOBAL_SLOTS: usize = 1024;
+/// Bytes the global list of one class may hold (at least two buffers);
+/// all classes together are held to [`MAX_GLOBAL_CACHED_BYTES`].
+const GLOBAL_BYTES_PER_CLASS: usize = 16 << 20;
+/// Most buffers the global list holds in one class. Each slot costs 16 bytes
+/// of queue, allocated once: 295 KiB for all classes.
+const MAX_GLOBAL_SLOTS: usize = 2048;
 
 const _: () = assert!(MIN_CLASS.is_power_of_two() && MAX_POOLED.is_power_of_two());
 const _: () = assert!(MIN_CLASS << (NUM_CLASSES - 1) == MAX_POOLED);
@@ -79,7 +81,7 @@ const fn thread_slots(class: usize) -> usize {
 const fn global_slots(class: usize) -> usize {
     clamp(
         GLOBAL_BYTES_PER_CLASS / class_size(class),
-        1,
+        2,
         MAX_GLOBAL_SLOTS,
     )
 }
@@ -133,17 +135,11 @@ pub const MAX_THREAD_CACHED_BYTES: usize = {
     sum
 };
 
-/// The most bytes the global lists can hold, over all classes
-/// (36 800 KiB: see the table in the crate docs).
-pub const MAX_GLOBAL_CACHED_BYTES: usize = {
-    let mut sum = 0;
-    let mut c = 0;
-    while c < NUM_CLASSES {
-        sum += GLOBAL_SLOTS[c] * class_size(c);
-        c += 1;
-    }
-    sum
-};
+/// The most bytes the global lists hold, all classes together (32 MiB). A
+/// budget shared by the classes, so a workload that uses few classes can
+/// cache more of each; each class is also capped by its slots (see the table
+/// in the crate docs).
+pub const MAX_GLOBAL_CACHED_BYTES: usize = 32 << 20;
 
 /// The capacity [`malloc(len)`](crate::malloc) gives: the power-of-two class
 /// at or above `len` (at least [`MIN_CLASS`]) when `len <= MAX_POOLED`,
@@ -210,12 +206,12 @@ mod tests {
     fn documented_limits_table() {
         #[rustfmt::skip]
         let table: [(usize, u32, usize); NUM_CLASSES] = [
-            (64, 64, 1024), (128, 64, 1024), (256, 64, 1024), (512, 64, 1024),
-            (1 << 10, 64, 1024), (2 << 10, 64, 1024), (4 << 10, 32, 512),
-            (8 << 10, 16, 256), (16 << 10, 8, 128), (32 << 10, 4, 64),
-            (64 << 10, 2, 32), (128 << 10, 1, 16), (256 << 10, 1, 8),
-            (512 << 10, 0, 4), (1 << 20, 0, 2), (2 << 20, 0, 1),
-            (4 << 20, 0, 1), (8 << 20, 0, 1),
+            (64, 64, 2048), (128, 64, 2048), (256, 64, 2048), (512, 64, 2048),
+            (1 << 10, 64, 2048), (2 << 10, 64, 2048), (4 << 10, 32, 2048),
+            (8 << 10, 16, 2048), (16 << 10, 8, 1024), (32 << 10, 4, 512),
+            (64 << 10, 2, 256), (128 << 10, 1, 128), (256 << 10, 1, 64),
+            (512 << 10, 0, 32), (1 << 20, 0, 16), (2 << 20, 0, 8),
+            (4 << 20, 0, 4), (8 << 20, 0, 2),
         ];
         for (c, &(size, thread, global)) in table.iter().enumerate() {
             assert_eq!(
@@ -224,7 +220,8 @@ mod tests {
             );
         }
         assert_eq!(MAX_THREAD_CACHED_BYTES, 1276 << 10);
-        assert_eq!(MAX_GLOBAL_CACHED_BYTES, 36_800 << 10);
+        let slots: usize = GLOBAL_SLOTS.iter().sum();
+        assert_eq!(slots * 16, 18_430 * 16, "295 KiB of queue slots");
         assert_eq!(TOTAL_THREAD_SLOTS, 6 * 64 + 32 + 16 + 8 + 4 + 2 + 1 + 1);
     }
 }

@@ -32,41 +32,47 @@
 //! **Two levels of caching.** Each thread keeps a small stack of free buffers
 //! per class; `malloc` pops from it and dropping a `Buf` pushes onto it, with
 //! no atomic read-modify-write and no lock. When a thread's stack for a class
-//! is full, the older half moves to that class's global list, a bounded
+//! is full, its older half moves to that class's global list, a bounded
 //! lock-free queue (`crossbeam_queue::ArrayQueue`); when the thread's stack is
-//! empty, `malloc` pops the global list before asking the system for fresh
-//! memory. When the global list is full, the buffer is freed to the system.
-//! Classes above 256 KiB are not cached per thread at all, only globally.
+//! empty, `malloc` takes from the global list (and refills half the stack
+//! from it) before asking the system for fresh memory. What the global list
+//! has no room for is freed to the system. Classes above 256 KiB are not
+//! cached per thread at all, only globally.
 //!
 //! **Bounded.** Without a garbage collector an unbounded cache is a leak, so
-//! every cache has a fixed number of slots per class, below. One thread's
-//! cache holds at most [`MAX_THREAD_CACHED_BYTES`] (1 276 KiB), the global
-//! lists at most [`MAX_GLOBAL_CACHED_BYTES`] (36 800 KiB); so the memory held
-//! by free buffers is at most `threads × 1 276 KiB + 36 800 KiB`, reached only
-//! when every thread has used every class. [`trim`] gives the global lists
-//! and the calling thread's cache back to the system.
+//! every cache is bounded. One thread's cache has a fixed number of slots per
+//! class and holds at most [`MAX_THREAD_CACHED_BYTES`] (1 276 KiB). The
+//! global lists share a budget of [`MAX_GLOBAL_CACHED_BYTES`] (32 MiB; each
+//! class is also capped by its slots, 16 MiB of buffers at most), so a
+//! workload that uses a few classes can keep more of each. The memory held
+//! by free buffers is therefore at most `threads × 1 276 KiB + 32 MiB`, the
+//! per-thread part reached only when a thread has used every class. [`trim`]
+//! gives the global lists and the calling thread's cache back to the system.
 //!
-//! | class   | slots per thread | bytes per thread | global slots | global bytes |
-//! |--------:|-----------------:|-----------------:|-------------:|-------------:|
-//! | 64 B    | 64 | 4 KiB   | 1024 | 64 KiB  |
-//! | 128 B   | 64 | 8 KiB   | 1024 | 128 KiB |
-//! | 256 B   | 64 | 16 KiB  | 1024 | 256 KiB |
-//! | 512 B   | 64 | 32 KiB  | 1024 | 512 KiB |
-//! | 1 KiB   | 64 | 64 KiB  | 1024 | 1 MiB   |
-//! | 2 KiB   | 64 | 128 KiB | 1024 | 2 MiB   |
-//! | 4 KiB   | 32 | 128 KiB | 512  | 2 MiB   |
-//! | 8 KiB   | 16 | 128 KiB | 256  | 2 MiB   |
-//! | 16 KiB  | 8  | 128 KiB | 128  | 2 MiB   |
-//! | 32 KiB  | 4  | 128 KiB | 64   | 2 MiB   |
-//! | 64 KiB  | 2  | 128 KiB | 32   | 2 MiB   |
-//! | 128 KiB | 1  | 128 KiB | 16   | 2 MiB   |
-//! | 256 KiB | 1  | 256 KiB | 8    | 2 MiB   |
-//! | 512 KiB | 0  | 0       | 4    | 2 MiB   |
-//! | 1 MiB   | 0  | 0       | 2    | 2 MiB   |
-//! | 2 MiB   | 0  | 0       | 1    | 2 MiB   |
-//! | 4 MiB   | 0  | 0       | 1    | 4 MiB   |
-//! | 8 MiB   | 0  | 0       | 1    | 8 MiB   |
-//! | **total** |  | **1 276 KiB** |    | **36 800 KiB** |
+//! | class   | slots per thread | bytes per thread | global slots | global bytes at most |
+//! |--------:|-----------------:|-----------------:|-------------:|---------------------:|
+//! | 64 B    | 64 | 4 KiB   | 2048 | 128 KiB |
+//! | 128 B   | 64 | 8 KiB   | 2048 | 256 KiB |
+//! | 256 B   | 64 | 16 KiB  | 2048 | 512 KiB |
+//! | 512 B   | 64 | 32 KiB  | 2048 | 1 MiB   |
+//! | 1 KiB   | 64 | 64 KiB  | 2048 | 2 MiB   |
+//! | 2 KiB   | 64 | 128 KiB | 2048 | 4 MiB   |
+//! | 4 KiB   | 32 | 128 KiB | 2048 | 8 MiB   |
+//! | 8 KiB   | 16 | 128 KiB | 2048 | 16 MiB  |
+//! | 16 KiB  | 8  | 128 KiB | 1024 | 16 MiB  |
+//! | 32 KiB  | 4  | 128 KiB | 512  | 16 MiB  |
+//! | 64 KiB  | 2  | 128 KiB | 256  | 16 MiB  |
+//! | 128 KiB | 1  | 128 KiB | 128  | 16 MiB  |
+//! | 256 KiB | 1  | 256 KiB | 64   | 16 MiB  |
+//! | 512 KiB | 0  | 0       | 32   | 16 MiB  |
+//! | 1 MiB   | 0  | 0       | 16   | 16 MiB  |
+//! | 2 MiB   | 0  | 0       | 8    | 16 MiB  |
+//! | 4 MiB   | 0  | 0       | 4    | 16 MiB  |
+//! | 8 MiB   | 0  | 0       | 2    | 16 MiB  |
+//! | **all** |    | **1 276 KiB** | 18 430 | **32 MiB** (shared budget) |
+//!
+//! The global lists' queues themselves take 295 KiB (16 bytes a slot),
+//! allocated on first use; a thread's cache block takes 3.7 KiB.
 //!
 //! **The initialisation invariant.** Every byte of a `Buf`'s capacity is
 //! always initialised: fresh memory comes from `alloc_zeroed` (for large

@@ -20,14 +20,15 @@
 use std::alloc::{self, Layout};
 use std::cell::{Cell, UnsafeCell};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 use crossbeam_queue::ArrayQueue;
 
 use crate::Stats;
 use crate::class::{
-    GLOBAL_SLOTS, NUM_CLASSES, SLOT_OFFSETS, THREAD_SLOTS, TOTAL_THREAD_SLOTS, class_size,
+    GLOBAL_SLOTS, MAX_GLOBAL_CACHED_BYTES, NUM_CLASSES, SLOT_OFFSETS, THREAD_SLOTS,
+    TOTAL_THREAD_SLOTS, class_size,
 };
 
 /// Alignment of every buffer. 16 keeps glibc `malloc`/`calloc` on their
@@ -45,6 +46,60 @@ unsafe impl Send for FreePtr {}
 /// One bounded global free list per class.
 static GLOBAL: LazyLock<[ArrayQueue<FreePtr>; NUM_CLASSES]> =
     LazyLock::new(|| std::array::from_fn(|c| ArrayQueue::new(GLOBAL_SLOTS[c])));
+
+/// Bytes reserved in the global lists, all classes: at most
+/// [`MAX_GLOBAL_CACHED_BYTES`]. A buffer's bytes are reserved before it is
+/// pushed and released after it is popped, so the lists never hold more.
+static GLOBAL_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Reserves global room for up to `n` buffers of `class`; returns how many fit.
+fn reserve_global(class: usize, n: usize) -> usize {
+    let size = class_size(class);
+    let old = GLOBAL_BYTES.fetch_add(n * size, Relaxed);
+    // Concurrent reservations only make `old` larger, so the sum of what is
+    // granted never exceeds the budget.
+    let fit = (MAX_GLOBAL_CACHED_BYTES.saturating_sub(old) / size).min(n);
+    if fit < n {
+        GLOBAL_BYTES.fetch_sub((n - fit) * size, Relaxed);
+    }
+    fit
+}
+
+fn release_global(class: usize, n: usize) {
+    if n > 0 {
+        GLOBAL_BYTES.fetch_sub(n * class_size(class), Relaxed);
+    }
+}
+
+/// Gives free buffers of `class` to the global list, as far as the budget
+/// and the list's slots allow; the rest go back to the system.
+fn to_global(class: usize, bufs: impl ExactSizeIterator<Item = NonNull<u8>>) {
+    let fit = reserve_global(class, bufs.len());
+    for (i, p) in bufs.enumerate() {
+        let rejected = if i < fit {
+            match GLOBAL[class].push(FreePtr(p)) {
+                Ok(()) => continue,
+                Err(FreePtr(p)) => {
+                    release_global(class, 1);
+                    p
+                }
+            }
+        } else {
+            p
+        };
+        // SAFETY: pooled buffers of `class` are allocated with
+        // `class_layout(class)`, and the caller owned `rejected` (a free
+        // buffer it hands over).
+        unsafe { alloc::dealloc(rejected.as_ptr(), class_layout(class)) };
+    }
+}
+
+/// Takes a free buffer of `class` from the global list.
+fn from_global(class: usize) -> Option<NonNull<u8>> {
+    let p = GLOBAL[class].pop()?.0;
+    release_global(class, 1);
+    Some(p)
+}
 
 /// Counts of calls made by threads whose thread-local cache is already gone.
 static FALLBACK_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
@@ -119,14 +174,43 @@ impl Block {
     /// Caches a freed buffer of `class` if there is room (the free fast path).
     #[inline(always)]
     fn push(&self, class: usize, p: NonNull<u8>) -> bool {
+        let stashed = self.stash(class, p);
+        if stashed {
+            bump(&self.frees);
+        }
+        stashed
+    }
+
+    /// Puts a free buffer of `class` in the cache if there is room, uncounted.
+    #[inline(always)]
+    fn stash(&self, class: usize, p: NonNull<u8>) -> bool {
         let n = self.lens[class].load(Relaxed);
         if n >= self.limits[class] {
             return false;
         }
         self.set_slot(SLOT_OFFSETS[class] + n as usize, p.as_ptr());
         self.lens[class].store(n + 1, Relaxed);
-        bump(&self.frees);
         true
+    }
+
+    /// After a miss: moves up to half a cache of `class` from the global
+    /// list into this cache, so the next allocations hit.
+    fn refill(&self, class: usize) {
+        let want = (self.limits[class] / 2).saturating_sub(self.lens[class].load(Relaxed));
+        let mut moved = 0;
+        while moved < want {
+            let Some(FreePtr(p)) = GLOBAL[class].pop() else {
+                break;
+            };
+            moved += 1;
+            if !self.stash(class, p) {
+                // Cannot happen (`want` leaves room); never lose the buffer.
+                release_global(class, moved as usize);
+                to_global(class, std::iter::once(p));
+                return;
+            }
+        }
+        release_global(class, moved as usize);
     }
 
     /// Moves every cached buffer to the global lists (or the system). The
@@ -135,13 +219,15 @@ impl Block {
     fn drain(&self, _registry: &MutexGuard<'_, Registry>) {
         for (class, len) in self.lens.iter().enumerate() {
             let off = SLOT_OFFSETS[class];
-            for i in off..off + len.load(Relaxed) as usize {
-                if let Some(p) = NonNull::new(self.slot(i)) {
-                    to_global(class, p);
-                }
-            }
+            let n = len.load(Relaxed) as usize;
+            to_global(class, (off..off + n).map(|i| self.cached(i)));
             len.store(0, Relaxed);
         }
+    }
+
+    /// The pointer in slot `i`, which holds a cached buffer.
+    fn cached(&self, i: usize) -> NonNull<u8> {
+        NonNull::new(self.slot(i)).expect("slots below a class's length hold buffers")
     }
 
     /// The cache is full: moves its older half to the global list.
@@ -150,11 +236,7 @@ impl Block {
         let n = self.lens[class].load(Relaxed) as usize;
         let off = SLOT_OFFSETS[class];
         let moved = n.div_ceil(2);
-        for i in 0..moved {
-            if let Some(p) = NonNull::new(self.slot(off + i)) {
-                to_global(class, p);
-            }
-        }
+        to_global(class, (off..off + moved).map(|i| self.cached(i)));
         for i in moved..n {
             self.set_slot(off + i - moved, self.slot(off + i));
         }
@@ -251,8 +333,11 @@ pub(crate) fn alloc_cached(class: usize) -> Option<NonNull<u8>> {
 #[cold]
 #[inline(never)]
 pub(crate) fn alloc_uncached(class: usize) -> Option<NonNull<u8>> {
-    let reused = GLOBAL[class].pop().map(|p| p.0);
+    let reused = from_global(class);
     count_allocation(reused.is_none());
+    if reused.is_some() {
+        let _ = LOCAL.try_with(|l| l.registered().refill(class));
+    }
     reused.or_else(|| {
         let p = fresh(class_layout(class));
         if p.is_none() {
@@ -277,7 +362,7 @@ pub(crate) fn free_uncached(class: usize, p: NonNull<u8>) {
         let b = l.registered();
         if b.limits[class] == 0 {
             bump(&b.frees);
-            to_global(class, p);
+            to_global(class, std::iter::once(p));
             return;
         }
         if !b.push(class, p) {
@@ -288,7 +373,7 @@ pub(crate) fn free_uncached(class: usize, p: NonNull<u8>) {
     });
     if done.is_err() {
         FALLBACK_FREES.fetch_add(1, Relaxed);
-        to_global(class, p);
+        to_global(class, std::iter::once(p));
     }
 }
 
@@ -328,15 +413,6 @@ fn fresh(layout: Layout) -> Option<NonNull<u8>> {
     // SAFETY: every layout used here has a non-zero size (>= MIN_CLASS, or an
     // unpooled length > MAX_POOLED).
     NonNull::new(unsafe { alloc::alloc_zeroed(layout) })
-}
-
-/// Gives a free buffer to the global list, or back to the system if full.
-fn to_global(class: usize, p: NonNull<u8>) {
-    if let Err(FreePtr(p)) = GLOBAL[class].push(FreePtr(p)) {
-        // SAFETY: pooled buffers of `class` are allocated with
-        // `class_layout(class)`, and the caller owned `p` (a free buffer).
-        unsafe { alloc::dealloc(p.as_ptr(), class_layout(class)) };
-    }
 }
 
 fn count_allocation(miss: bool) {
@@ -428,6 +504,7 @@ pub(crate) fn trim() -> usize {
     let mut freed = 0;
     for (c, q) in GLOBAL.iter().enumerate() {
         while let Some(FreePtr(p)) = q.pop() {
+            release_global(c, 1);
             // SAFETY: the global list of class `c` owned `p`, allocated with
             // `class_layout(c)`; popping it made it ours.
             unsafe { alloc::dealloc(p.as_ptr(), class_layout(c)) };
@@ -435,4 +512,24 @@ pub(crate) fn trim() -> usize {
         }
     }
     freed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_size_is_as_documented() {
+        // "a thread's cache block takes 3.7 KiB" (crate docs)
+        assert_eq!(std::mem::size_of::<Block>(), 3776);
+    }
+
+    #[test]
+    fn global_reservations_never_exceed_the_budget() {
+        // Class 17 (8 MiB): the budget has room for four of them at most.
+        let granted = reserve_global(17, 100);
+        assert!(granted <= MAX_GLOBAL_CACHED_BYTES / class_size(17));
+        assert!(GLOBAL_BYTES.load(Relaxed) <= MAX_GLOBAL_CACHED_BYTES);
+        release_global(17, granted);
+    }
 }
