@@ -7,7 +7,8 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use ferropoll_mcache::{
-    Buf, MAX_POOLED, MIN_CLASS, flush_thread_cache, malloc, size_class, stats, trim, try_malloc,
+    Buf, MAX_GLOBAL_CACHED_BYTES, MAX_POOLED, MIN_CLASS, flush_thread_cache, malloc, size_class,
+    stats, trim, try_malloc,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -210,4 +211,38 @@ fn trim_empties_the_global_lists_and_this_threads_cache() {
     assert_eq!(stats().cached_bytes, 128, "moved to the global list");
     assert_eq!(trim(), 128);
     assert_eq!(stats().cached_bytes, 0);
+}
+
+#[test]
+fn global_lists_hold_at_most_the_shared_budget() {
+    let _g = serial();
+    let mut rounds = 0;
+    while {
+        trim();
+        stats().cached_bytes != 0
+    } {
+        rounds += 1;
+        assert!(rounds < 10_000, "cached bytes never reached zero");
+        std::thread::yield_now();
+    }
+    let start = stats().outstanding;
+    // 48 MiB of classes that only the global lists cache (no thread slots):
+    // 16 x 1 MiB, 8 x 2 MiB, 4 x 4 MiB, freed in that order.
+    let mut bufs = Vec::new();
+    for (len, n) in [(1 << 20, 16), (2 << 20, 8), (4 << 20, 4)] {
+        bufs.extend((0..n).map(|_| malloc(len)));
+    }
+    drop(bufs);
+    let held = stats().cached_bytes;
+    assert_eq!(
+        held, MAX_GLOBAL_CACHED_BYTES as u64,
+        "the budget, and no more"
+    );
+    // A class's own cap: 8 MiB buffers have two global slots.
+    trim();
+    let bufs: Vec<Buf> = (0..3).map(|_| malloc(8 << 20)).collect();
+    drop(bufs);
+    assert_eq!(stats().cached_bytes, 16 << 20);
+    assert_eq!(trim(), 16 << 20);
+    assert_eq!(stats().outstanding, start);
 }
