@@ -91,6 +91,9 @@ impl Pool {
     /// is dropped without running and the first such drop is reported on
     /// stderr; use [`try_go`](Pool::try_go) to handle that case yourself.
     /// A panic in `f` goes to the panic handler; the worker carries on.
+    /// If the pool has no worker and the OS refuses to start one, `f` (and
+    /// anything else queued) runs on the calling thread instead, after a
+    /// line on stderr.
     pub fn go(&self, f: impl FnOnce() + Send + 'static) {
         if let Err(err) = self.try_go(f) {
             self.shared().report_rejection(err.reject());

@@ -217,6 +217,9 @@ impl std::fmt::Debug for State {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod model;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,10 +47,12 @@ fn task(done: &Arc<Done>) -> impl FnOnce() + Send + 'static {
     }
 }
 
-fn model(f: impl Fn() + Sync + Send + 'static) {
+/// Checks `f` under every schedule with at most `preemptions` preemptions
+/// (`LOOM_MAX_PREEMPTIONS` overrides).
+fn model(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
+        builder.preemption_bound = Some(preemptions);
     }
     builder.check(f);
 }
@@ -70,7 +72,7 @@ const LONG: Duration = Duration::from_secs(3600);
 /// without a shutdown to flush them.
 #[test]
 fn two_submitters_one_worker() {
-    model(|| {
+    model(3, || {
         let pool = pool(1, LONG);
         let done = Done::new();
         let other = {
@@ -89,7 +91,7 @@ fn two_submitters_one_worker() {
 /// tasks arrive from two threads.
 #[test]
 fn submit_races_the_worker_going_to_sleep() {
-    model(|| {
+    model(3, || {
         let pool = pool(1, LONG);
         let done = Done::new();
         pool.go(task(&done));
@@ -109,7 +111,7 @@ fn submit_races_the_worker_going_to_sleep() {
 /// worker to the other and every task still runs.
 #[test]
 fn two_submitters_two_workers() {
-    model(|| {
+    model(2, || {
         let pool = pool(2, LONG);
         let done = Done::new();
         let other = {
@@ -128,7 +130,7 @@ fn two_submitters_two_workers() {
 /// is never left to a worker that has gone.
 #[test]
 fn retire_races_submit() {
-    model(|| {
+    model(3, || {
         let pool = pool(1, Duration::ZERO);
         let done = Done::new();
         pool.go(task(&done));
@@ -149,7 +151,7 @@ fn retire_races_submit() {
 /// before `shutdown` returns.
 #[test]
 fn shutdown_races_submit() {
-    model(|| {
+    model(3, || {
         let pool = pool(1, LONG);
         let done = Done::new();
         pool.go(task(&done));

@@ -533,3 +533,24 @@ fn a_tiny_stack_size_still_works() {
     assert_eq!(rx.recv_timeout(DEADLINE).unwrap(), 1);
     pool.shutdown();
 }
+
+#[test]
+fn when_no_thread_can_start_the_caller_runs_the_task() {
+    // A stack larger than the address space: the OS refuses every worker.
+    let pool = Pool::builder()
+        .name("nothreads")
+        .stack_size(1 << 50)
+        .build()
+        .unwrap();
+    let caller = thread::current().id();
+    let (tx, rx) = mpsc::channel();
+    pool.go(move || tx.send(thread::current().id()).unwrap());
+    assert_eq!(
+        rx.try_recv()
+            .expect("the task did not run before go returned"),
+        caller
+    );
+    assert_eq!(pool.worker_count(), 0);
+    assert_eq!(pool.queued(), 0);
+    pool.shutdown();
+}
