@@ -362,26 +362,28 @@ impl ConnInner {
             }
         };
         let mut sent_total = 0usize;
+        let mut first = true;
         let result = loop {
-            let sent = {
-                let mut iov = [IoSlice::new(&[]); sys::MAX_IOVECS];
-                let n = out.buf.readable_vectored(&mut iov);
-                if n == 0 {
-                    break Ok(false);
-                }
-                let total: usize = iov[..n].iter().map(|s| s.len()).sum();
-                match sys::send_vectored(fd, &iov[..n]) {
-                    Ok(sent) => (sent, sent < total),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, true),
-                    Err(e) => break Err(e),
-                }
+            // The first batch uses a small iovec array (a flush usually holds
+            // a few nodes; filling 64 empty slices costs more than the
+            // syscall's setup), later ones the full `MAX_IOVECS`.
+            let batch = if first {
+                send_batch::<8>(fd, &out.buf)
+            } else {
+                send_batch::<{ sys::MAX_IOVECS }>(fd, &out.buf)
             };
-            if sent.0 > 0 {
+            first = false;
+            let (sent, full) = match batch {
+                Ok(Some(r)) => r,
+                Ok(None) => break Ok(false),
+                Err(e) => break Err(e),
+            };
+            if sent > 0 {
                 // Cannot fail: `sent` bytes were readable.
-                let _ = out.buf.skip(sent.0);
-                sent_total += sent.0;
+                let _ = out.buf.skip(sent);
+                sent_total += sent;
             }
-            if sent.1 {
+            if full {
                 // A short send means the socket buffer is full: EPOLLOUT follows.
                 break Ok(true);
             }
@@ -418,6 +420,22 @@ impl ConnInner {
                 Err(e)
             }
         }
+    }
+}
+
+/// One `sendmsg` of up to `N` readable chunks of `buf`: `None` when there is
+/// nothing to send, else the bytes sent and whether the socket is full.
+fn send_batch<const N: usize>(fd: RawFd, buf: &LinkBuffer) -> io::Result<Option<(usize, bool)>> {
+    let mut iov = [IoSlice::new(&[]); N];
+    let n = buf.readable_vectored(&mut iov);
+    if n == 0 {
+        return Ok(None);
+    }
+    let total: usize = iov[..n].iter().map(|s| s.len()).sum();
+    match sys::send_vectored(fd, &iov[..n]) {
+        Ok(sent) => Ok(Some((sent, sent < total))),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Some((0, true))),
+        Err(e) => Err(e),
     }
 }
 
