@@ -22,8 +22,9 @@ pub(crate) const NUM_CLASSES: usize = (MAX_POOLED.trailing_zeros() - MIN_SHIFT +
 const THREAD_BYTES_PER_CLASS: usize = 128 << 10;
 /// Most buffers one thread caches in one class.
 const MAX_THREAD_SLOTS: usize = 64;
-/// Largest class a thread caches; larger classes use only the global list.
-const MAX_THREAD_CACHED_CLASS: usize = 256 << 10;
+/// Largest class a thread caches (one buffer); larger classes use only the
+/// global list.
+const MAX_THREAD_CACHED_CLASS: usize = 1 << 20;
 
 /// Bytes the global list of one class may hold (at least two buffers);
 /// all classes together are held to [`MAX_GLOBAL_CACHED_BYTES`].
@@ -124,7 +125,7 @@ pub(crate) const TOTAL_THREAD_SLOTS: usize =
     SLOT_OFFSETS[NUM_CLASSES - 1] + THREAD_SLOTS[NUM_CLASSES - 1] as usize;
 
 /// The most bytes one thread's cache can hold, over all classes
-/// (1 276 KiB: see the table in the crate docs).
+/// (2 812 KiB: see the table in the crate docs).
 pub const MAX_THREAD_CACHED_BYTES: usize = {
     let mut sum = 0;
     let mut c = 0;
@@ -210,7 +211,7 @@ mod tests {
             (1 << 10, 64, 2048), (2 << 10, 64, 2048), (4 << 10, 32, 2048),
             (8 << 10, 16, 2048), (16 << 10, 8, 1024), (32 << 10, 4, 512),
             (64 << 10, 2, 256), (128 << 10, 1, 128), (256 << 10, 1, 64),
-            (512 << 10, 0, 32), (1 << 20, 0, 16), (2 << 20, 0, 8),
+            (512 << 10, 1, 32), (1 << 20, 1, 16), (2 << 20, 0, 8),
             (4 << 20, 0, 4), (8 << 20, 0, 2),
         ];
         for (c, &(size, thread, global)) in table.iter().enumerate() {
@@ -219,9 +220,12 @@ mod tests {
                 (size, thread, global)
             );
         }
-        assert_eq!(MAX_THREAD_CACHED_BYTES, 1276 << 10);
+        assert_eq!(MAX_THREAD_CACHED_BYTES, 2812 << 10);
         let slots: usize = GLOBAL_SLOTS.iter().sum();
         assert_eq!(slots * 16, 18_430 * 16, "295 KiB of queue slots");
-        assert_eq!(TOTAL_THREAD_SLOTS, 6 * 64 + 32 + 16 + 8 + 4 + 2 + 1 + 1);
+        assert_eq!(
+            TOTAL_THREAD_SLOTS,
+            6 * 64 + 32 + 16 + 8 + 4 + 2 + 1 + 1 + 1 + 1
+        );
     }
 }

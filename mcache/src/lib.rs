@@ -36,16 +36,17 @@
 //! lock-free queue (`crossbeam_queue::ArrayQueue`); when the thread's stack is
 //! empty, `malloc` takes from the global list (and refills half the stack
 //! from it) before asking the system for fresh memory. What the global list
-//! has no room for is freed to the system. Classes above 256 KiB are not
-//! cached per thread at all, only globally.
+//! has no room for is freed to the system. A thread caches at most one
+//! buffer of each class from 128 KiB to 1 MiB, and none above 1 MiB: those
+//! only the global lists hold.
 //!
 //! **Bounded.** Without a garbage collector an unbounded cache is a leak, so
 //! every cache is bounded. One thread's cache has a fixed number of slots per
-//! class and holds at most [`MAX_THREAD_CACHED_BYTES`] (1 276 KiB). The
+//! class and holds at most [`MAX_THREAD_CACHED_BYTES`] (2 812 KiB). The
 //! global lists share a budget of [`MAX_GLOBAL_CACHED_BYTES`] (32 MiB; each
 //! class is also capped by its slots, 16 MiB of buffers at most), so a
 //! workload that uses a few classes can keep more of each. The memory held
-//! by free buffers is therefore at most `threads × 1 276 KiB + 32 MiB`, the
+//! by free buffers is therefore at most `threads × 2 812 KiB + 32 MiB`, the
 //! per-thread part reached only when a thread has used every class. [`trim`]
 //! gives the global lists and the calling thread's cache back to the system.
 //!
@@ -64,12 +65,12 @@
 //! | 64 KiB  | 2  | 128 KiB | 256  | 16 MiB  |
 //! | 128 KiB | 1  | 128 KiB | 128  | 16 MiB  |
 //! | 256 KiB | 1  | 256 KiB | 64   | 16 MiB  |
-//! | 512 KiB | 0  | 0       | 32   | 16 MiB  |
-//! | 1 MiB   | 0  | 0       | 16   | 16 MiB  |
+//! | 512 KiB | 1  | 512 KiB | 32   | 16 MiB  |
+//! | 1 MiB   | 1  | 1 MiB   | 16   | 16 MiB  |
 //! | 2 MiB   | 0  | 0       | 8    | 16 MiB  |
 //! | 4 MiB   | 0  | 0       | 4    | 16 MiB  |
 //! | 8 MiB   | 0  | 0       | 2    | 16 MiB  |
-//! | **all** |    | **1 276 KiB** | 18 430 | **32 MiB** (shared budget) |
+//! | **all** |    | **2 812 KiB** | 18 430 | **32 MiB** (shared budget) |
 //!
 //! The global lists' queues themselves take 295 KiB (16 bytes a slot),
 //! allocated on first use; a thread's cache block takes 3.7 KiB.

@@ -227,9 +227,9 @@ fn global_lists_hold_at_most_the_shared_budget() {
     }
     let start = stats().outstanding;
     // 48 MiB of classes that only the global lists cache (no thread slots):
-    // 16 x 1 MiB, 8 x 2 MiB, 4 x 4 MiB, freed in that order.
+    // 8 x 2 MiB, 4 x 4 MiB, 2 x 8 MiB, freed in that order.
     let mut bufs = Vec::new();
-    for (len, n) in [(1 << 20, 16), (2 << 20, 8), (4 << 20, 4)] {
+    for (len, n) in [(2 << 20, 8), (4 << 20, 4), (8 << 20, 2)] {
         bufs.extend((0..n).map(|_| malloc(len)));
     }
     drop(bufs);

@@ -219,7 +219,7 @@ fn thread_exit_returns_a_full_cache() {
     let t = thread::spawn(move || {
         // Fill every per-thread slot of every class (the per-thread slots of
         // the crate docs' table), without spilling anything.
-        let slots = [64, 64, 64, 64, 64, 64, 32, 16, 8, 4, 2, 1, 1];
+        let slots = [64, 64, 64, 64, 64, 64, 32, 16, 8, 4, 2, 1, 1, 1, 1];
         for (c, &n) in slots.iter().enumerate() {
             let bufs: Vec<Buf> = (0..n).map(|_| malloc(64 << c)).collect();
             drop(bufs);
