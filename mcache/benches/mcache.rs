@@ -224,8 +224,11 @@ fn median_ns(dir: &std::path::Path, group: &str, function: &str, param: &str) ->
         .join("new")
         .join("estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["median"]["point_estimate"].as_f64()
+    // {"mean":{...},"median":{"confidence_interval":{...},"point_estimate":N,...
+    let median = &text[text.find("\"median\"")?..];
+    let value = &median[median.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
+    let end = value.find([',', '}'])?;
+    value[..end].trim().parse().ok()
 }
 
 fn print_ratios(dir: &std::path::Path) {

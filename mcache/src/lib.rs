@@ -45,7 +45,10 @@
 //! class and holds at most [`MAX_THREAD_CACHED_BYTES`] (2 812 KiB). The
 //! global lists share a budget of [`MAX_GLOBAL_CACHED_BYTES`] (32 MiB; each
 //! class is also capped by its slots, 16 MiB of buffers at most), so a
-//! workload that uses a few classes can keep more of each. The memory held
+//! workload that uses a few classes can keep more of each. When the budget
+//! is full, a class that needs room evicts other classes' global buffers
+//! (largest first) back to the system, so buffers of a class no longer in
+//! use do not hold the budget forever. The memory held
 //! by free buffers is therefore at most `threads × 2 812 KiB + 32 MiB`, the
 //! per-thread part reached only when a thread has used every class. [`trim`]
 //! gives the global lists and the calling thread's cache back to the system.

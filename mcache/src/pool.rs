@@ -52,8 +52,19 @@ static GLOBAL: LazyLock<[ArrayQueue<FreePtr>; NUM_CLASSES]> =
 /// pushed and released after it is popped, so the lists never hold more.
 static GLOBAL_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// Reserves global room for up to `n` buffers of `class`; returns how many fit.
+/// Reserves global room for up to `n` buffers of `class`; returns how many
+/// fit. When the budget is exhausted, buffers of other classes are evicted
+/// to make room: the classes in use displace stale ones.
 fn reserve_global(class: usize, n: usize) -> usize {
+    let fit = try_reserve_global(class, n);
+    if fit == n {
+        return fit;
+    }
+    evict_except(class, (n - fit) * class_size(class));
+    fit + try_reserve_global(class, n - fit)
+}
+
+fn try_reserve_global(class: usize, n: usize) -> usize {
     let size = class_size(class);
     let old = GLOBAL_BYTES.fetch_add(n * size, Relaxed);
     // Concurrent reservations only make `old` larger, so the sum of what is
@@ -63,6 +74,28 @@ fn reserve_global(class: usize, n: usize) -> usize {
         GLOBAL_BYTES.fetch_sub((n - fit) * size, Relaxed);
     }
     fit
+}
+
+/// Frees at least `bytes` of other classes' global buffers to the system
+/// (largest classes first), or as much as there is.
+#[cold]
+fn evict_except(class: usize, bytes: usize) {
+    let mut freed = 0;
+    for c in (0..NUM_CLASSES).rev().filter(|&c| c != class) {
+        while freed < bytes {
+            let Some(FreePtr(p)) = GLOBAL[c].pop() else {
+                break;
+            };
+            release_global(c, 1);
+            // SAFETY: the global list of class `c` owned `p`, allocated with
+            // `class_layout(c)`; popping it made it ours.
+            unsafe { alloc::dealloc(p.as_ptr(), class_layout(c)) };
+            freed += class_size(c);
+        }
+        if freed >= bytes {
+            return;
+        }
+    }
 }
 
 fn release_global(class: usize, n: usize) {

@@ -7,8 +7,8 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use ferropoll_mcache::{
-    Buf, MAX_GLOBAL_CACHED_BYTES, MAX_POOLED, MIN_CLASS, flush_thread_cache, malloc, size_class,
-    stats, trim, try_malloc,
+    Buf, MAX_GLOBAL_CACHED_BYTES, MAX_POOLED, MAX_THREAD_CACHED_BYTES, MIN_CLASS,
+    flush_thread_cache, malloc, size_class, stats, trim, try_malloc,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -238,6 +238,19 @@ fn global_lists_hold_at_most_the_shared_budget() {
         held, MAX_GLOBAL_CACHED_BYTES as u64,
         "the budget, and no more"
     );
+    // The budget is full of large buffers nobody uses any more; a class in
+    // use displaces them instead of being refused.
+    let small: Vec<Buf> = (0..100).map(|_| malloc(8 << 10)).collect();
+    drop(small);
+    assert!(stats().cached_bytes <= (MAX_GLOBAL_CACHED_BYTES + MAX_THREAD_CACHED_BYTES) as u64);
+    let s0 = stats();
+    let small: Vec<Buf> = (0..100).map(|_| malloc(8 << 10)).collect();
+    assert_eq!(
+        stats().cache_hits - s0.cache_hits,
+        100,
+        "all 100 were cached"
+    );
+    drop(small);
     // A class's own cap: 8 MiB buffers have two global slots.
     trim();
     let bufs: Vec<Buf> = (0..3).map(|_| malloc(8 << 20)).collect();
