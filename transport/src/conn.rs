@@ -527,11 +527,16 @@ impl Reader<'_> {
         }
         let flags = self.conn.flags.load(Ordering::Acquire);
         if flags & BLOCKING == 0 {
-            return Err(if flags & (INPUT_EOF | CLOSING | FINALIZED) != 0 {
-                self.closed_error()
-            } else {
-                io::ErrorKind::WouldBlock.into()
-            });
+            if flags & (INPUT_EOF | CLOSING | FINALIZED) != 0 {
+                return Err(self.closed_error());
+            }
+            // A request larger than the high-water mark raises the mark for
+            // this connection, or reading would stay paused forever.
+            if n > self.conn.lp.cfg.input_high_water && self.conn.want.load(Ordering::Relaxed) < n {
+                self.conn.want.store(n, Ordering::Release);
+                self.settle();
+            }
+            return Err(io::ErrorKind::WouldBlock.into());
         }
         // Blocking: account what was consumed so the loop keeps reading.
         self.conn.want.store(n, Ordering::Release);

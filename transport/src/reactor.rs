@@ -685,6 +685,9 @@ impl<H: Handler> Reactor<H> {
             self.arm_read(slot);
         } else {
             inner.stall_since.store(0, Ordering::Relaxed);
+            if flags & BLOCKING == 0 && inner.want.load(Ordering::Relaxed) != 0 {
+                inner.want.store(0, Ordering::Relaxed);
+            }
         }
     }
 

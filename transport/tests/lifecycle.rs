@@ -588,3 +588,30 @@ fn close_callbacks_run_once_after_the_handler_exits() {
     drop((lp, c));
     leaks.assert_clean();
 }
+
+#[test]
+fn inline_request_larger_than_the_high_water_mark_completes() {
+    let leaks = LeakCheck::new();
+    const REQ: usize = 1 << 20;
+    let lp = EventLoop::builder()
+        .num_loops(1)
+        .input_high_water(64 << 10)
+        .build(handler_fn(|conn| {
+            let req = conn.reader().read_binary(REQ)?;
+            conn.writer().write_binary(&req[..8]);
+            conn.flush()
+        }))
+        .unwrap();
+    let addr = lp
+        .listen(Listener::bind_tcp("127.0.0.1:0").unwrap())
+        .unwrap();
+    let mut c = tcp(&addr);
+    let data = payload(REQ, 5);
+    c.write_all(&data).unwrap();
+    let mut back = [0u8; 8];
+    c.read_exact(&mut back).unwrap();
+    assert_eq!(&back[..], &data[..8]);
+    lp.shutdown(Duration::from_secs(2)).unwrap();
+    drop((lp, c));
+    leaks.assert_clean();
+}
