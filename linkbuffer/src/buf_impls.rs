@@ -79,8 +79,22 @@ unsafe impl BufMut for LinkBuffer {
         self.write_binary(src);
     }
 
+    /// Copies `src` chunk by chunk with `write_binary` (prost writes
+    /// `bytes::Bytes` fields this way).
+    fn put<T: Buf>(&mut self, mut src: T)
+    where
+        Self: Sized,
+    {
+        while src.has_remaining() {
+            let chunk = src.chunk();
+            let n = chunk.len();
+            self.write_binary(chunk);
+            src.advance(n);
+        }
+    }
+
     #[inline]
     fn put_u8(&mut self, n: u8) {
-        self.write_binary(&[n]);
+        self.write_byte(n);
     }
 }

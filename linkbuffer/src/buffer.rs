@@ -18,15 +18,15 @@ use std::io::IoSlice;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::node::{OwnedSlot, SharedSlot, Slot};
+use crate::node::Slot;
 use crate::slots::Slots;
 
 /// Size of a node allocated for small writes.
 ///
 /// 8 KiB: one node holds a batch of typical RPC frames (a few hundred bytes
-/// each) so a flush is one iovec, while an idle-but-unflushed writer pins
-/// little. Measured against 4 KiB and 16 KiB with the `decode` bench's write
-/// path: 4 KiB costs an extra node every few messages, 16 KiB gained nothing.
+/// each), so a flush of a pipelined batch is one or two iovecs, while a
+/// writer that holds unflushed bytes pins little; it is also mcache's class
+/// with the deepest per-thread cache among the large ones.
 pub const BLOCK_SIZE: usize = 8 << 10;
 
 /// Largest node a `write_binary` allocates; longer writes span several nodes.
@@ -92,8 +92,6 @@ pub struct LinkBuffer {
     read_size: u32,
     /// Consecutive `book_ack`s that used under half the read size.
     small_reads: u8,
-    /// Where cross-node `peek`/`next` copy to; reused.
-    scratch: Vec<u8>,
 }
 
 const _: () = {
@@ -121,13 +119,14 @@ impl fmt::Debug for LinkBuffer {
 /// Whether an owned tail node should take a write of `n` bytes at all
 /// (the large-node trim), spare room aside.
 #[inline]
-fn accepts(tail: &OwnedSlot, n: usize) -> bool {
-    tail.capacity() <= LARGE_NODE || n >= tail.capacity() / 8
+fn accepts(tail: &Slot, n: usize) -> bool {
+    tail.limit() <= LARGE_NODE || n >= tail.limit() / 8
 }
 
-/// Whether an owned tail node can take a write of `n` bytes now.
+/// Whether a tail slot can take a write of `n` bytes now (a shared slot
+/// has no spare room).
 #[inline]
-fn fits(tail: &OwnedSlot, n: usize) -> bool {
+fn fits(tail: &Slot, n: usize) -> bool {
     tail.spare() >= n && accepts(tail, n)
 }
 
@@ -141,7 +140,6 @@ impl LinkBuffer {
             booked: 0,
             read_size: MIN_READ_SIZE as u32,
             small_reads: 0,
-            scratch: Vec::new(),
         }
     }
 
@@ -173,7 +171,6 @@ impl LinkBuffer {
     }
 
     /// Drops fully read slots at the front, keeping at least one slot.
-    #[inline]
     fn trim_front(&mut self) {
         while self.slots.len() > 1 && self.slots.front().is_some_and(|s| s.len() == 0) {
             self.slots.pop_front();
@@ -182,7 +179,7 @@ impl LinkBuffer {
 
     /// Whether the first `n` readable bytes lie in the first slot
     /// (after `trim_front`).
-    #[inline]
+    #[inline(always)]
     fn front_holds(&self, n: usize) -> bool {
         match self.slots.front() {
             Some(s) => s.len() >= n,
@@ -192,8 +189,22 @@ impl LinkBuffer {
 
     /// Consumes `n <= len` readable bytes, dropping the slots it empties
     /// (except the last one, which the writer may still fill).
-    fn consume(&mut self, mut n: usize) {
+    #[inline]
+    fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.len);
+        if let Some(front) = self.slots.front_mut() {
+            if n < front.len() {
+                front.advance(n);
+                self.len -= n;
+                self.total -= n;
+                return;
+            }
+        }
+        self.consume_slow(n);
+    }
+
+    #[inline(never)]
+    fn consume_slow(&mut self, mut n: usize) {
         self.len -= n;
         self.total -= n;
         while n > 0 {
@@ -245,20 +256,43 @@ impl LinkBuffer {
     /// # Errors
     ///
     /// [`Error::Insufficient`] if fewer than `n` bytes are readable.
+    #[inline]
     pub fn peek(&mut self, n: usize) -> Result<&[u8]> {
         self.check(n)?;
+        if self.front_holds(n) {
+            return Ok(self.front_prefix(n));
+        }
+        Ok(self.peek_slow(n))
+    }
+
+    /// The first `n` content bytes of the first slot, which holds them.
+    #[inline]
+    fn front_prefix(&self, n: usize) -> &[u8] {
+        match self.slots.front() {
+            Some(s) => &s.content()[..n],
+            None => &[],
+        }
+    }
+
+    /// `peek` when the bytes are not all in the first slot (or it is a
+    /// drained one): drop drained slots, then borrow or copy to scratch.
+    #[inline(never)]
+    fn peek_slow(&mut self, n: usize) -> &[u8] {
         self.trim_front();
         if self.front_holds(n) {
-            return Ok(match self.slots.front() {
-                Some(s) => &s.content()[..n],
-                None => &[],
-            });
+            return self.front_prefix(n);
         }
-        self.scratch.clear();
-        let mut scratch = std::mem::take(&mut self.scratch);
+        let scratch = self.copy_to_scratch(n);
+        self.slots.put_scratch(scratch)
+    }
+
+    /// The first `n` readable bytes, copied into the (reused) scratch
+    /// buffer, which the caller gives back with `Slots::put_scratch`.
+    fn copy_to_scratch(&mut self, n: usize) -> Vec<u8> {
+        let mut scratch = self.slots.take_scratch();
+        scratch.clear();
         self.copy_prefix(n, &mut scratch);
-        self.scratch = scratch;
-        Ok(&self.scratch)
+        scratch
     }
 
     /// The next `n` readable bytes, consumed.
@@ -270,23 +304,23 @@ impl LinkBuffer {
     ///
     /// [`Error::Insufficient`] if fewer than `n` bytes are readable; nothing
     /// is consumed then.
+    #[inline]
     pub fn next(&mut self, n: usize) -> Result<&[u8]> {
         self.check(n)?;
-        self.trim_front();
-        if self.front_holds(n) {
-            self.len -= n;
-            self.total -= n;
-            return Ok(match self.slots.front_mut() {
-                Some(s) => s.take(n),
-                None => &[],
-            });
+        if !self.front_holds(n) {
+            self.trim_front();
+            if !self.front_holds(n) {
+                let scratch = self.copy_to_scratch(n);
+                self.consume(n);
+                return Ok(self.slots.put_scratch(scratch));
+            }
         }
-        self.scratch.clear();
-        let mut scratch = std::mem::take(&mut self.scratch);
-        self.copy_prefix(n, &mut scratch);
-        self.scratch = scratch;
-        self.consume(n);
-        Ok(&self.scratch)
+        self.len -= n;
+        self.total -= n;
+        Ok(match self.slots.front_mut() {
+            Some(s) => s.take(n),
+            None => &[],
+        })
     }
 
     /// Consumes `n` readable bytes.
@@ -294,6 +328,7 @@ impl LinkBuffer {
     /// # Errors
     ///
     /// [`Error::Insufficient`] if fewer than `n` bytes are readable.
+    #[inline]
     pub fn skip(&mut self, n: usize) -> Result<()> {
         self.check(n)?;
         self.consume(n);
@@ -343,13 +378,13 @@ impl LinkBuffer {
     /// # Errors
     ///
     /// [`Error::Insufficient`] if the buffer is empty.
+    #[inline]
     pub fn read_byte(&mut self) -> Result<u8> {
         self.check(1)?;
-        self.trim_front();
-        let b = match self.slots.front() {
-            Some(s) => s.content()[0],
-            None => unreachable!("a readable byte lies in a slot"),
-        };
+        if !self.front_holds(1) {
+            self.trim_front();
+        }
+        let b = self.front_prefix(1)[0];
         self.consume(1);
         Ok(b)
     }
@@ -398,10 +433,9 @@ impl LinkBuffer {
         self.trim_front();
         if self.total == 0 {
             self.slots.clear();
-            self.scratch = Vec::new();
             self.booked = 0;
-        } else if self.scratch.capacity() > SCRATCH_KEEP {
-            self.scratch = Vec::new();
+        } else {
+            self.slots.shrink_scratch(SCRATCH_KEEP);
         }
     }
 
@@ -428,8 +462,30 @@ impl LinkBuffer {
     /// # Errors
     ///
     /// [`Error::Insufficient`] if fewer than `n` bytes are readable.
+    #[inline]
     pub fn slice(&mut self, n: usize) -> Result<LinkBuffer> {
         self.check(n)?;
+        if n > 0 && self.front_holds(n) {
+            let readable = self.len;
+            let view = match self.slots.front_mut() {
+                Some(s) => {
+                    let r = s.len().min(readable);
+                    s.view(n, r)
+                }
+                None => unreachable!("n > 0 readable bytes lie in a slot"),
+            };
+            self.consume(n);
+            let mut out = LinkBuffer::new();
+            out.slots.push_back(Slot::shared(view));
+            out.len = n;
+            out.total = n;
+            return Ok(out);
+        }
+        Ok(self.slice_slow(n))
+    }
+
+    #[inline(never)]
+    fn slice_slow(&mut self, n: usize) -> LinkBuffer {
         self.trim_front();
         let mut out = LinkBuffer::new();
         let mut left = n;
@@ -442,7 +498,7 @@ impl LinkBuffer {
             let take = left.min(l);
             if take > 0 {
                 let view = s.view(take, l.min(readable));
-                out.slots.push_back(Slot::Shared(SharedSlot::new(view)));
+                out.slots.push_back(Slot::shared(view));
             }
             left -= take;
             readable -= l.min(readable);
@@ -450,7 +506,7 @@ impl LinkBuffer {
         out.len = n;
         out.total = n;
         self.consume(n);
-        Ok(out)
+        out
     }
 
     /// The next `n` readable bytes as [`Bytes`], consumed.
@@ -465,28 +521,37 @@ impl LinkBuffer {
     /// # Errors
     ///
     /// [`Error::Insufficient`] if fewer than `n` bytes are readable.
+    #[inline]
     pub fn next_bytes(&mut self, n: usize) -> Result<Bytes> {
         self.check(n)?;
         if n == 0 {
             return Ok(Bytes::new());
         }
-        self.trim_front();
-        if self.front_holds(n) {
-            let readable = self.len;
-            let b = match self.slots.front_mut() {
-                Some(s) => {
-                    let r = s.len().min(readable);
-                    s.view(n, r)
-                }
-                None => unreachable!("n > 0 readable bytes lie in a slot"),
-            };
-            self.consume(n);
-            return Ok(b);
+        if !self.front_holds(n) {
+            self.trim_front();
+            if !self.front_holds(n) {
+                return Ok(self.next_bytes_copied(n));
+            }
         }
+        let readable = self.len;
+        self.len -= n;
+        self.total -= n;
+        // A drained first slot stays until the next read or `release`.
+        Ok(match self.slots.front_mut() {
+            Some(s) => {
+                let r = s.len().min(readable);
+                s.take_bytes(n, r)
+            }
+            None => unreachable!("n > 0 readable bytes lie in a slot"),
+        })
+    }
+
+    #[inline(never)]
+    fn next_bytes_copied(&mut self, n: usize) -> Bytes {
         let mut v = Vec::with_capacity(n);
         self.copy_prefix(n, &mut v);
         self.consume(n);
-        Ok(Bytes::from(v))
+        Bytes::from(v)
     }
 
     /// Fills `dst` with the readable bytes, one `IoSlice` per node, for
@@ -547,22 +612,23 @@ impl LinkBuffer {
         if self.slots.back().is_some_and(|s| s.len() == 0) {
             self.slots.pop_back();
         }
-        self.slots.push_back(Slot::Owned(OwnedSlot::alloc(size)));
+        self.slots.push_back(Slot::alloc(size));
     }
 
-    /// The owned last slot, which the caller has just made sure exists.
-    fn tail(&mut self) -> &mut OwnedSlot {
+    /// The last slot, which the caller has just made sure exists.
+    #[inline]
+    fn tail(&mut self) -> &mut Slot {
         match self.slots.back_mut() {
-            Some(Slot::Owned(t)) => t,
-            _ => unreachable!("the last slot is an owned node"),
+            Some(t) => t,
+            None => unreachable!("the buffer has a last slot"),
         }
     }
 
-    /// An owned last slot with `n` spare bytes, allocating a node of
-    /// `alloc >= n` bytes when the current one cannot take them.
-    fn tail_with(&mut self, n: usize, alloc: usize) -> &mut OwnedSlot {
-        let ok = matches!(self.slots.back(), Some(Slot::Owned(t)) if fits(t, n));
-        if !ok {
+    /// A last slot with `n` spare bytes, allocating a node of `alloc >= n`
+    /// bytes when the current one cannot take them.
+    #[inline]
+    fn tail_with(&mut self, n: usize, alloc: usize) -> &mut Slot {
+        if !self.slots.back().is_some_and(|t| fits(t, n)) {
             self.push_node(alloc);
         }
         self.tail()
@@ -654,13 +720,27 @@ impl LinkBuffer {
         Ok(())
     }
 
+    /// Appends one byte (`BufMut::put_u8`, which prost calls per varint
+    /// byte).
+    #[inline]
+    pub(crate) fn write_byte(&mut self, b: u8) {
+        self.booked = 0;
+        if let Some(t) = self.slots.back_mut() {
+            if t.limit() <= LARGE_NODE && t.push_byte(b) {
+                self.total += 1;
+                return;
+            }
+        }
+        self.write_slow(&[b]);
+    }
+
     /// Appends a copy of `src` (unflushed until [`flush`](LinkBuffer::flush)).
     /// Fills the last node's spare room, then allocates nodes of up to
     /// [`MAX_NODE`] bytes.
     #[inline]
     pub fn write_binary(&mut self, src: &[u8]) {
         self.booked = 0;
-        if let Some(Slot::Owned(t)) = self.slots.back_mut() {
+        if let Some(t) = self.slots.back_mut() {
             if fits(t, src.len()) {
                 t.write(src);
                 self.total += src.len();
@@ -676,7 +756,7 @@ impl LinkBuffer {
             return;
         }
         self.total += src.len();
-        if let Some(Slot::Owned(t)) = self.slots.back_mut() {
+        if let Some(t) = self.slots.back_mut() {
             if accepts(t, src.len()) {
                 let m = t.spare().min(src.len());
                 t.write(&src[..m]);
@@ -705,7 +785,7 @@ impl LinkBuffer {
             self.slots.pop_back();
         }
         self.total += b.len();
-        self.slots.push_back(Slot::Shared(SharedSlot::new(b)));
+        self.slots.push_back(Slot::shared(b));
     }
 
     /// Links all of `other`'s bytes — readable and unflushed — after this
@@ -780,13 +860,10 @@ impl LinkBuffer {
     /// ```
     pub fn book(&mut self, min: usize) -> &mut [u8] {
         let want = min.max(self.read_size as usize);
-        let reuse = match self.slots.back() {
-            Some(Slot::Owned(t)) => {
-                let s = t.spare();
-                s >= min && s >= want / 2 && accepts(t, want)
-            }
-            _ => false,
-        };
+        let reuse = self.slots.back().is_some_and(|t| {
+            let s = t.spare();
+            t.is_owned() && s >= min && s >= want / 2 && accepts(t, want)
+        });
         if !reuse {
             self.push_node(want);
         }
@@ -863,7 +940,7 @@ impl LinkBuffer {
             return;
         }
         match self.slots.back_mut() {
-            Some(Slot::Owned(t)) if t.spare() >= n => t.commit(n),
+            Some(t) if t.spare() >= n => t.commit(n),
             _ => panic!("advance_mut({n}) beyond the space of chunk_mut"),
         }
         self.booked = 0;
@@ -884,8 +961,6 @@ impl LinkBuffer {
     /// owns, the length of the nodes it shares, its slot queue and scratch
     /// buffer. Zero for a new or idle (released) buffer.
     pub fn held_bytes(&self) -> usize {
-        self.slots.iter().map(Slot::held).sum::<usize>()
-            + self.slots.spill_capacity() * std::mem::size_of::<Slot>()
-            + self.scratch.capacity()
+        self.slots.iter().map(Slot::held).sum::<usize>() + self.slots.spill_bytes()
     }
 }

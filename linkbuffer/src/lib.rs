@@ -89,7 +89,7 @@
 //! unpooled node), the read size for `book`. `release()` drops every fully
 //! read node and, when nothing is left, all memory: a new or idle buffer
 //! holds no heap memory ([`LinkBuffer::held_bytes`] is 0) and
-//! `size_of::<LinkBuffer>()` is 160 bytes on 64-bit targets.
+//! `size_of::<LinkBuffer>()` is 120 bytes on 64-bit targets.
 #![deny(unsafe_code)]
 
 mod buf_impls;

@@ -4,10 +4,10 @@
 //! is reached through raw pointers because two kinds of users touch it at
 //! once, possibly from different threads:
 //!
-//! - exactly one **owner** — an [`OwnedSlot`] in some `LinkBuffer`, the slot
-//!   that allocated the node (moved, never copied, by `append`) — which may
+//! - exactly one **owner** — the owned [`Slot`] in some `LinkBuffer` that
+//!   allocated the node (moved, never copied, by `append`) — which may
 //!   *write* the bytes at and after its `end`;
-//! - any number of **views** — [`Bytes`] made by [`OwnedSlot::view`] over a
+//! - any number of **views** — [`Bytes`] made by [`Slot::view`] over a
 //!   [`NodeView`] — which *read* bytes before the owner's `frozen` mark.
 //!
 //! The disjointness invariant that makes this sound, kept by this module
@@ -15,15 +15,16 @@
 //!
 //! 1. every view covers only bytes below `frozen`, and `frozen <= end`;
 //! 2. the owner writes only bytes at or after `end`
-//!    ([`OwnedSlot::spare_mut`], [`OwnedSlot::commit_mut`]);
-//! 3. `end` never moves below `frozen` ([`OwnedSlot::truncate`] refuses);
+//!    ([`Slot::spare_mut`], [`Slot::commit_mut`]); a shared slot writes
+//!    nothing (its `spare` is 0);
+//! 3. `end` never moves below `frozen` ([`Slot::truncate`] refuses);
 //! 4. `frozen` only grows.
 //!
 //! So a byte is either still writable by the (single) owner and seen by no
 //! view, or frozen forever and only read. No `&mut [u8]` is ever made over a
-//! byte below `end`... except by [`OwnedSlot::commit_mut`], which hands out
-//! the bytes it has just moved `end` past, before any view can exist over
-//! them (views need `frozen` past them, which needs a later `&mut self`).
+//! byte below `end`, except by [`Slot::commit_mut`], which hands out the
+//! bytes it has just moved `end` past, before any view can exist over them
+//! (views need `frozen` past them, which needs a later `&mut self`).
 //!
 //! Pinned bytes: when an owner slot is dropped while views still hold its
 //! node, the node's capacity is added to a global counter, once, and taken
@@ -107,11 +108,6 @@ impl Node {
         node
     }
 
-    /// Capacity in bytes.
-    pub(crate) fn capacity(&self) -> usize {
-        self.cap
-    }
-
     /// Marks the node pinned (its owner let go while views remain).
     fn pin(&self) {
         if !self.pinned.swap(true, Ordering::Relaxed) {
@@ -138,62 +134,97 @@ struct NodeView {
 impl AsRef<[u8]> for NodeView {
     fn as_ref(&self) -> &[u8] {
         // SAFETY: `off + len <= frozen <= cap` of the owner slot that made
-        // this view (`OwnedSlot::view`): the bytes are initialised (mcache
+        // this view (`Slot::view`): the bytes are initialised (mcache
         // initialises the whole capacity), the `Arc` keeps them allocated,
         // and nothing writes them ever again (invariants 1–4).
         unsafe { std::slice::from_raw_parts(self.node.ptr.add(self.off), self.len) }
     }
 }
 
-/// A slot that owns its node: it reads `start..end` and may write `end..cap`.
-pub(crate) struct OwnedSlot {
-    node: Arc<Node>,
-    start: usize,
-    end: usize,
-    /// Bytes below this offset may be referenced by views: never written.
-    frozen: usize,
-    /// A view over `cache_off..frozen` (its start is `cache.as_ptr()`),
-    /// sliced by `view` so most views cost a refcount increment only.
-    cache: Option<Bytes>,
+/// How a slot keeps its bytes alive.
+enum Backing {
+    /// A node this slot allocated: it alone may write the node, after `end`.
+    Owned {
+        node: Arc<Node>,
+        /// The latest view made of the node, over `off..frozen` (see
+        /// [`Slot::frozen`]); `view` slices it, so most views cost one
+        /// refcount increment. Every view ever made of the node ends at or
+        /// before its end, since each new one covers all readable bytes and
+        /// those only grow. Kept until the slot drops.
+        cache: Option<Bytes>,
+    },
+    /// Read-only bytes: a view of another buffer's node (from `slice`) or a
+    /// linked `Bytes` (from `write_bytes`).
+    Shared(Bytes),
 }
 
-impl OwnedSlot {
+/// One run of content in a `LinkBuffer`: the bytes `ptr[start..end]`.
+///
+/// `ptr` is the start of the backing memory (the node, or the `Bytes`), and
+/// `limit` the end of what may be written (the node's capacity; 0 for a
+/// shared slot), so neither the read nor the write path matches on the
+/// backing.
+pub(crate) struct Slot {
+    ptr: *mut u8,
+    start: usize,
+    end: usize,
+    limit: usize,
+    backing: Backing,
+}
+
+// SAFETY: `ptr` points into memory kept alive by `backing` (an `Arc<Node>`
+// or a `Bytes`, both `Send + Sync`); reads and writes through it follow the
+// module invariant, which does not depend on the thread.
+unsafe impl Send for Slot {}
+// SAFETY: as for `Send`; `&Slot` only reads content bytes.
+unsafe impl Sync for Slot {}
+
+impl Slot {
     /// A fresh, empty slot over a new node of at least `size` bytes.
-    pub(crate) fn alloc(size: usize) -> OwnedSlot {
-        OwnedSlot {
-            node: Node::alloc(size),
+    pub(crate) fn alloc(size: usize) -> Slot {
+        let node = Node::alloc(size);
+        Slot {
+            ptr: node.ptr,
             start: 0,
             end: 0,
-            frozen: 0,
-            cache: None,
+            limit: node.cap,
+            backing: Backing::Owned { node, cache: None },
         }
     }
 
-    /// Content bytes (`end - start`).
+    /// A read-only slot over all of `bytes`.
+    pub(crate) fn shared(bytes: Bytes) -> Slot {
+        Slot {
+            // Never written through: `spare()` is 0 for shared slots.
+            ptr: bytes.as_ptr().cast_mut(),
+            start: 0,
+            end: bytes.len(),
+            limit: 0,
+            backing: Backing::Shared(bytes),
+        }
+    }
+
+    /// An empty shared slot that holds nothing (for vacated queue entries).
+    #[inline]
+    pub(crate) fn placeholder() -> Slot {
+        Slot::shared(Bytes::new())
+    }
+
+    /// Content bytes.
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.end - self.start
     }
 
-    /// Writable bytes after the content.
-    #[inline]
-    pub(crate) fn spare(&self) -> usize {
-        self.node.cap - self.end
-    }
-
-    /// The node's capacity.
-    #[inline]
-    pub(crate) fn capacity(&self) -> usize {
-        self.node.cap
-    }
-
     /// The content bytes.
     #[inline]
     pub(crate) fn content(&self) -> &[u8] {
-        // SAFETY: `start <= end <= cap`, all initialised. Only this slot may
-        // write the node, only at or after `end`, and it cannot while `&self`
-        // is borrowed; views only read.
-        unsafe { std::slice::from_raw_parts(self.node.ptr.add(self.start), self.end - self.start) }
+        // SAFETY: `start <= end` and `ptr[..end]` is initialised memory kept
+        // alive by `backing` (mcache initialises a node's whole capacity; a
+        // `Bytes` is `end` bytes long at least). Nobody writes it while
+        // `&self` lives: only an owned slot writes, only at or after `end`,
+        // and it needs `&mut self`; views only read.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(self.start), self.end - self.start) }
     }
 
     /// Consumes `n <= len()` content bytes and returns them.
@@ -202,9 +233,8 @@ impl OwnedSlot {
         assert!(n <= self.len(), "take beyond the slot's content");
         let from = self.start;
         self.start += n;
-        // SAFETY: `from + n <= end <= cap`: initialised content bytes that
-        // nobody writes while this borrow of `self` lives (as `content`).
-        unsafe { std::slice::from_raw_parts(self.node.ptr.add(from), n) }
+        // SAFETY: `from + n <= end`: content bytes, as in `content`.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(from), n) }
     }
 
     /// Consumes `n <= len()` content bytes.
@@ -214,15 +244,48 @@ impl OwnedSlot {
         self.start += n;
     }
 
-    /// The spare bytes after the content, to write into.
+    /// Whether this slot owns its node (and so may write after its end).
+    #[inline]
+    pub(crate) fn is_owned(&self) -> bool {
+        matches!(self.backing, Backing::Owned { .. })
+    }
+
+    /// End of the writable area: the node's capacity, 0 for a shared slot.
+    #[inline]
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Writable bytes after the content: 0 unless the slot owns its node.
+    #[inline]
+    pub(crate) fn spare(&self) -> usize {
+        self.limit.saturating_sub(self.end)
+    }
+
+    /// Appends one byte if there is room; returns whether it did.
+    #[inline]
+    pub(crate) fn push_byte(&mut self, b: u8) -> bool {
+        if self.end >= self.limit {
+            return false;
+        }
+        // SAFETY: `end < limit`: a byte of an owned node's capacity
+        // (`limit` is 0 for shared slots), initialised, at or after `end`,
+        // so no view covers it (invariants 1–2), and this `&mut self` is the
+        // node's only writer.
+        unsafe { self.ptr.add(self.end).write(b) };
+        self.end += 1;
+        true
+    }
+
+    /// The spare bytes after the content, to write into (empty unless owned).
     #[inline]
     pub(crate) fn spare_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `end <= cap`, all initialised. This slot is the node's only
-        // writer, views cover only bytes below `frozen <= end`, and
-        // `content`/`take` borrows of `self` cannot coexist with `&mut self`.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.node.ptr.add(self.end), self.node.cap - self.end)
-        }
+        let spare = self.spare();
+        // SAFETY: `end + spare <= limit`, the capacity of an owned node
+        // (`spare` is 0 for a shared slot), all initialised. This slot is the node's only writer,
+        // views cover only bytes below `frozen <= end`, and no `content`
+        // borrow of `self` can coexist with this `&mut self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(self.end), spare) }
     }
 
     /// Appends `n <= spare()` bytes already written into `spare_mut`.
@@ -238,10 +301,11 @@ impl OwnedSlot {
         assert!(n <= self.spare(), "commit beyond the node's capacity");
         let from = self.end;
         self.end += n;
-        // SAFETY: `from + n <= cap`, initialised; `from >= frozen`, so no view
+        // SAFETY: `from + n <= limit`, the capacity of an owned node (`n` is
+        // 0 for a shared slot), initialised; `from >= frozen`, so no view
         // covers these bytes, and none can be made while this `&mut` borrow
         // of `self` lives.
-        unsafe { std::slice::from_raw_parts_mut(self.node.ptr.add(from), n) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(from), n) }
     }
 
     /// Appends a copy of `src` (`src.len() <= spare()`).
@@ -250,7 +314,20 @@ impl OwnedSlot {
         self.commit_mut(src.len()).copy_from_slice(src);
     }
 
-    /// Keeps only the first `len` content bytes (`len <= len()`).
+    /// The `frozen` mark: bytes of the node below it may be read by views
+    /// and are never written again. It is the end of the cached view (0
+    /// without one), which only grows.
+    #[inline]
+    fn frozen(&self) -> usize {
+        match &self.backing {
+            Backing::Owned { cache: Some(c), .. } => {
+                c.as_ptr() as usize - self.ptr as usize + c.len()
+            }
+            _ => 0,
+        }
+    }
+
+    /// Keeps only the first `len <= len()` content bytes.
     ///
     /// # Panics
     ///
@@ -259,150 +336,87 @@ impl OwnedSlot {
     pub(crate) fn truncate(&mut self, len: usize) {
         assert!(len <= self.len(), "truncate beyond the slot's content");
         let end = self.start + len;
-        assert!(end >= self.frozen, "truncate below bytes held by views");
+        assert!(end >= self.frozen(), "truncate below bytes held by views");
         self.end = end;
     }
 
-    /// A zero-copy view of the first `n` content bytes, where the first
-    /// `readable >= n` content bytes are published (flushed) and may be
-    /// frozen for good. Does not consume.
+    /// A zero-copy view of the first `n` content bytes, of which the first
+    /// `readable >= n` are published (flushed) and may be frozen for good.
+    /// Does not consume.
+    #[inline(always)]
     pub(crate) fn view(&mut self, n: usize, readable: usize) -> Bytes {
+        // Fast path: a slice of the cached view (one refcount increment).
+        if let Backing::Owned { cache: Some(c), .. } = &self.backing {
+            // Reads only move forward, so the cache starts at or before
+            // `start`; check both ends anyway.
+            let off = c.as_ptr() as usize - self.ptr as usize;
+            let from = self.start.wrapping_sub(off);
+            if self.start >= off && n <= c.len().saturating_sub(from) {
+                return c.slice(from..from + n);
+            }
+        }
+        self.view_slow(n, readable)
+    }
+
+    #[inline(never)]
+    fn view_slow(&mut self, n: usize, readable: usize) -> Bytes {
         assert!(
             n <= readable && readable <= self.len(),
             "view beyond readable bytes"
         );
-        if n == 0 {
-            return Bytes::new();
-        }
-        let base = self.node.ptr as usize;
-        if let Some(cache) = &self.cache {
-            // The cache starts at or before `start` (reads only move forward)
-            // unless `start` moved past its end; check both ends.
-            let cache_off = cache.as_ptr() as usize - base;
-            if cache_off <= self.start && self.start + n <= cache_off + cache.len() {
-                let from = self.start - cache_off;
-                return cache.slice(from..from + n);
-            }
-        }
-        let end = self.start + readable;
-        self.frozen = self.frozen.max(end);
-        let cache = Bytes::from_owner(NodeView {
-            node: Arc::clone(&self.node),
-            off: self.start,
-            len: readable,
-        });
-        let view = cache.slice(..n);
-        self.cache = Some(cache);
-        view
-    }
-}
-
-impl Drop for OwnedSlot {
-    fn drop(&mut self) {
-        // Our own cache holds the node too; let it go before counting.
-        self.cache = None;
-        if Arc::strong_count(&self.node) > 1 {
-            // Views outlive the owner: the node is pinned until they drop.
-            // Marked before our `Arc` drops, so the last `Arc`'s drop (which
-            // synchronises with ours) sees the mark and takes it off.
-            self.node.pin();
-        }
-    }
-}
-
-/// Read-only bytes: a view of another buffer's node, or a linked `Bytes`.
-pub(crate) struct SharedSlot {
-    bytes: Bytes,
-    /// Consumed bytes at the front of `bytes`.
-    start: usize,
-}
-
-impl SharedSlot {
-    /// A slot over all of `bytes`.
-    pub(crate) fn new(bytes: Bytes) -> SharedSlot {
-        SharedSlot { bytes, start: 0 }
-    }
-}
-
-/// One run of content in a `LinkBuffer`.
-pub(crate) enum Slot {
-    /// A node this buffer allocated: readable, and writable after its end.
-    Owned(OwnedSlot),
-    /// Read-only bytes: a view of another buffer's node (from `slice`), or a
-    /// linked `Bytes` (from `write_bytes`).
-    Shared(SharedSlot),
-}
-
-impl Slot {
-    /// Content bytes.
-    #[inline]
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Slot::Owned(s) => s.len(),
-            Slot::Shared(s) => s.bytes.len() - s.start,
-        }
-    }
-
-    /// The content bytes.
-    #[inline]
-    pub(crate) fn content(&self) -> &[u8] {
-        match self {
-            Slot::Owned(s) => s.content(),
-            Slot::Shared(s) => &s.bytes[s.start..],
-        }
-    }
-
-    /// Consumes `n <= len()` bytes and returns them.
-    #[inline]
-    pub(crate) fn take(&mut self, n: usize) -> &[u8] {
-        match self {
-            Slot::Owned(s) => s.take(n),
-            Slot::Shared(s) => {
-                let from = s.start;
-                s.start += n;
-                &s.bytes[from..s.start]
+        let start = self.start;
+        match &mut self.backing {
+            Backing::Shared(b) => b.slice(start..start + n),
+            Backing::Owned { .. } if n == 0 => Bytes::new(),
+            Backing::Owned { .. } => {
+                // Never let `frozen` move back, whatever `readable` says:
+                // cover at least up to the old mark (bytes below it are
+                // frozen already, and `frozen <= end`).
+                let cover = readable.max(self.frozen().saturating_sub(start));
+                let Backing::Owned { node, cache } = &mut self.backing else {
+                    unreachable!("matched above");
+                };
+                // The new cache, and so `frozen`, ends at `start + cover`.
+                let c = Bytes::from_owner(NodeView {
+                    node: Arc::clone(node),
+                    off: start,
+                    len: cover,
+                });
+                let view = c.slice(..n);
+                *cache = Some(c);
+                view
             }
         }
     }
 
-    /// Consumes `n <= len()` bytes.
-    #[inline]
-    pub(crate) fn advance(&mut self, n: usize) {
-        match self {
-            Slot::Owned(s) => s.advance(n),
-            Slot::Shared(s) => {
-                assert!(
-                    n <= s.bytes.len() - s.start,
-                    "advance beyond the slot's content"
-                );
-                s.start += n;
-            }
-        }
-    }
-
-    /// A zero-copy view of the first `n` content bytes of which `readable`
-    /// are published; does not consume.
-    #[inline]
-    pub(crate) fn view(&mut self, n: usize, readable: usize) -> Bytes {
-        match self {
-            Slot::Owned(s) => s.view(n, readable),
-            Slot::Shared(s) => s.bytes.slice(s.start..s.start + n),
-        }
-    }
-
-    /// Keeps only the first `len` content bytes.
-    pub(crate) fn truncate(&mut self, len: usize) {
-        match self {
-            Slot::Owned(s) => s.truncate(len),
-            Slot::Shared(s) => s.bytes.truncate(s.start + len),
-        }
+    /// As [`view`](Slot::view), then consumes the `n` bytes.
+    #[inline(always)]
+    pub(crate) fn take_bytes(&mut self, n: usize, readable: usize) -> Bytes {
+        let b = self.view(n, readable);
+        self.start += n;
+        b
     }
 
     /// Memory this slot keeps alive, for diagnostics.
     pub(crate) fn held(&self) -> usize {
-        match self {
-            Slot::Owned(s) => s.node.capacity(),
-            Slot::Shared(s) => s.bytes.len(),
+        match &self.backing {
+            Backing::Owned { node, .. } => node.cap,
+            Backing::Shared(b) => b.len(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Backing::Owned { node, cache, .. } = &mut self.backing {
+            // Our own cache holds the node too; let it go before counting.
+            *cache = None;
+            if Arc::strong_count(node) > 1 {
+                // Views outlive the owner: the node is pinned until they
+                // drop. Marked before our `Arc` drops, so the last `Arc`'s
+                // drop (which synchronises with ours) sees the mark.
+                node.pin();
+            }
         }
     }
 }

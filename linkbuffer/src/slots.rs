@@ -2,20 +2,82 @@
 //!
 //! Most buffers hold one node (a short message, a `slice` within one node, a
 //! connection between reads), so the first slot lives inside the
-//! `LinkBuffer` and only the second and later ones go to a `VecDeque`: a
-//! one-node buffer allocates nothing besides its node. The deque keeps its
-//! capacity while the buffer is in use and is freed when the buffer empties.
-
-use std::collections::VecDeque;
+//! `LinkBuffer` and only the second and later ones go to a boxed *spill*:
+//! a one-node buffer allocates nothing besides its node, and creating and
+//! dropping one (a `slice`) touches no queue. The spill also holds the
+//! scratch buffer of cross-node `peek`/`next`, which only a buffer that has
+//! spanned nodes needs. It keeps its capacity while the buffer is in use and
+//! is freed when the buffer empties.
+//!
+//! The spill is a `Vec` read from a moving front index rather than a
+//! `VecDeque`: the last slot, which every write touches, is then one
+//! `last_mut()` away with no ring arithmetic. Popped front entries are
+//! replaced by empty placeholders and the vector is reset when it empties
+//! (the usual case: a connection drains its input) or compacted when the
+//! dead prefix is at least half of it.
 
 use crate::node::Slot;
 
 /// A FIFO of slots whose front element is stored inline.
 ///
-/// Invariant: `head.is_none()` implies `rest.is_empty()`.
+/// Invariant: `head.is_none()` implies the spill holds no slot.
 pub(crate) struct Slots {
     head: Option<Slot>,
-    rest: VecDeque<Slot>,
+    spill: Option<Box<Spill>>,
+}
+
+/// What a buffer spanning nodes needs besides its first slot.
+#[derive(Default)]
+struct Spill {
+    /// Slots `front..` are live; those before are placeholders.
+    rest: Vec<Slot>,
+    front: usize,
+    scratch: Vec<u8>,
+}
+
+impl Spill {
+    #[inline]
+    fn len(&self) -> usize {
+        self.rest.len() - self.front
+    }
+
+    fn pop_front(&mut self) -> Option<Slot> {
+        if self.front == self.rest.len() {
+            return None;
+        }
+        let slot = std::mem::replace(&mut self.rest[self.front], Slot::placeholder());
+        self.front += 1;
+        if self.front == self.rest.len() {
+            self.rest.clear();
+            self.front = 0;
+        } else if self.front >= 16 && self.front * 2 >= self.rest.len() {
+            self.rest.drain(..self.front);
+            self.front = 0;
+        }
+        Some(slot)
+    }
+
+    fn pop_back(&mut self) -> Option<Slot> {
+        if self.front == self.rest.len() {
+            return None;
+        }
+        let slot = self.rest.pop();
+        if self.front == self.rest.len() {
+            self.rest.clear();
+            self.front = 0;
+        }
+        slot
+    }
+
+    #[inline]
+    fn live(&self) -> &[Slot] {
+        &self.rest[self.front..]
+    }
+
+    #[inline]
+    fn live_mut(&mut self) -> &mut [Slot] {
+        &mut self.rest[self.front..]
+    }
 }
 
 impl Slots {
@@ -23,14 +85,14 @@ impl Slots {
     pub(crate) const fn new() -> Slots {
         Slots {
             head: None,
-            rest: VecDeque::new(),
+            spill: None,
         }
     }
 
     /// Number of slots.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        usize::from(self.head.is_some()) + self.rest.len()
+        usize::from(self.head.is_some()) + self.spill.as_ref().map_or(0, |x| x.len())
     }
 
     /// The first slot.
@@ -48,15 +110,19 @@ impl Slots {
     /// The last slot.
     #[inline]
     pub(crate) fn back(&self) -> Option<&Slot> {
-        self.rest.back().or(self.head.as_ref())
+        match &self.spill {
+            Some(x) if x.len() > 0 => x.rest.last(),
+            _ => self.head.as_ref(),
+        }
     }
 
     /// The last slot, mutably.
     #[inline]
     pub(crate) fn back_mut(&mut self) -> Option<&mut Slot> {
-        match self.rest.back_mut() {
-            Some(s) => Some(s),
-            None => self.head.as_mut(),
+        if matches!(&self.spill, Some(x) if x.len() > 0) {
+            self.spill.as_mut().and_then(|x| x.rest.last_mut())
+        } else {
+            self.head.as_mut()
         }
     }
 
@@ -66,7 +132,7 @@ impl Slots {
         if self.head.is_none() {
             self.head = Some(slot);
         } else {
-            self.rest.push_back(slot);
+            self.spill.get_or_insert_default().rest.push(slot);
         }
     }
 
@@ -74,13 +140,13 @@ impl Slots {
     #[inline]
     pub(crate) fn pop_front(&mut self) -> Option<Slot> {
         let head = self.head.take();
-        self.head = self.rest.pop_front();
+        self.head = self.spill.as_mut().and_then(|x| x.pop_front());
         head
     }
 
     /// Removes the last slot.
     pub(crate) fn pop_back(&mut self) -> Option<Slot> {
-        match self.rest.pop_back() {
+        match self.spill.as_mut().and_then(|x| x.pop_back()) {
             Some(s) => Some(s),
             None => self.head.take(),
         }
@@ -89,19 +155,23 @@ impl Slots {
     /// All slots, front to back.
     #[inline]
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Slot> {
-        self.head.iter().chain(self.rest.iter())
+        self.head
+            .iter()
+            .chain(self.spill.iter().flat_map(|x| x.live().iter()))
     }
 
     /// All slots, front to back, mutably.
     #[inline]
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
-        self.head.iter_mut().chain(self.rest.iter_mut())
+        self.head
+            .iter_mut()
+            .chain(self.spill.iter_mut().flat_map(|x| x.live_mut().iter_mut()))
     }
 
-    /// Drops every slot and frees the deque's memory.
+    /// Drops every slot and frees the spill.
     pub(crate) fn clear(&mut self) {
         self.head = None;
-        self.rest = VecDeque::new();
+        self.spill = None;
     }
 
     /// Moves every slot of `other` to the back, keeping only those for which
@@ -119,8 +189,37 @@ impl Slots {
         std::mem::replace(self, Slots::new())
     }
 
-    /// Capacity of the spill deque, for the memory report.
-    pub(crate) fn spill_capacity(&self) -> usize {
-        self.rest.capacity()
+    /// Heap bytes of the spill (queue and scratch), for the memory report.
+    pub(crate) fn spill_bytes(&self) -> usize {
+        self.spill.as_ref().map_or(0, |x| {
+            std::mem::size_of::<Spill>()
+                + x.rest.capacity() * std::mem::size_of::<Slot>()
+                + x.scratch.capacity()
+        })
+    }
+
+    /// Takes the scratch buffer out (empty if there was none), to fill it
+    /// while reading the slots; give it back with `put_scratch`.
+    pub(crate) fn take_scratch(&mut self) -> Vec<u8> {
+        self.spill
+            .as_mut()
+            .map(|x| std::mem::take(&mut x.scratch))
+            .unwrap_or_default()
+    }
+
+    /// Stores the scratch buffer and returns it as a slice.
+    pub(crate) fn put_scratch(&mut self, scratch: Vec<u8>) -> &[u8] {
+        let spill = self.spill.get_or_insert_default();
+        spill.scratch = scratch;
+        &spill.scratch
+    }
+
+    /// Frees the scratch buffer if it holds more than `keep` bytes.
+    pub(crate) fn shrink_scratch(&mut self, keep: usize) {
+        if let Some(x) = &mut self.spill {
+            if x.scratch.capacity() > keep {
+                x.scratch = Vec::new();
+            }
+        }
     }
 }

@@ -817,7 +817,11 @@ fn an_idle_connection_pair_holds_no_heap_memory() {
         output.release();
     }
     assert_eq!(input.held_bytes() + output.held_bytes(), 0);
-    assert!(std::mem::size_of::<LinkBuffer>() <= 160);
+    assert!(
+        std::mem::size_of::<LinkBuffer>() <= 120,
+        "{}",
+        std::mem::size_of::<LinkBuffer>()
+    );
 }
 
 // ---------------------------------------------------------------------------
