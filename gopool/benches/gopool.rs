@@ -3,7 +3,8 @@
 //!
 //! 1. Throughput: one thread submits `GOPOOL_BENCH_TASKS` (default 1M) tiny
 //!    tasks (each bumps a counter) and waits until all have run;
-//!    `thread::spawn` gets 10k tasks and is scaled to tasks per second.
+//!    `spawn_blocking` gets a fifth of them and `thread::spawn` a hundredth
+//!    (they are that much slower), all reported as tasks per second.
 //!    Contenders alternate round by round (A B C D A B C D ...) and each
 //!    figure is the median of `GOPOOL_BENCH_ROUNDS` (default 5) rounds.
 //! 2. Submit-to-run latency with idle workers: a timestamp taken just before
@@ -14,7 +15,8 @@
 //!    matters.
 //!
 //! Run: `cargo bench -p ferropoll-gopool --bench gopool`. The last line is
-//! `key=value` pairs for scripts.
+//! `key=value` pairs for scripts. `GOPOOL_BENCH_ONLY=<name>` runs only that
+//! contender's throughput rounds (for profiling).
 #![cfg(not(loom))]
 
 use std::hint::black_box;
@@ -104,7 +106,7 @@ fn contenders(tasks: usize) -> Vec<Contender> {
     vec![
         Contender {
             name: "gopool",
-            runner: Runner::Gopool(Pool::new("bench", 512)),
+            runner: Runner::Gopool(Pool::new("bench", env("GOPOOL_BENCH_MAX_WORKERS", 512))),
             tasks,
         },
         Contender {
@@ -115,7 +117,8 @@ fn contenders(tasks: usize) -> Vec<Contender> {
         Contender {
             name: "spawn_blocking",
             runner: Runner::SpawnBlocking(handle),
-            tasks,
+            // ~20x slower than the pools: fewer tasks, scaled, to keep the run short.
+            tasks: (tasks / 5).max(1000),
         },
         Contender {
             name: "thread_spawn",
@@ -137,15 +140,35 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// One throughput round: tasks per second.
-fn throughput_round(c: &Contender, latch: &'static Latch) -> f64 {
+/// CPU time (user + system) the whole process has used so far, in seconds.
+/// Includes threads that have exited. 10 ms resolution.
+fn process_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the line, in clock ticks (100 per second here).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    match (f.get(11), f.get(12)) {
+        (Some(u), Some(s)) => (u + s) as f64 / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+/// One throughput round: (tasks per second, CPU nanoseconds per task).
+fn throughput_round(c: &Contender, latch: &'static Latch) -> (f64, f64) {
     latch.arm(c.tasks);
+    let cpu0 = process_cpu();
     let start = Instant::now();
     for _ in 0..c.tasks {
         c.runner.submit(move || latch.hit());
     }
     latch.wait();
-    c.tasks as f64 / start.elapsed().as_secs_f64()
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = process_cpu() - cpu0;
+    (c.tasks as f64 / elapsed, cpu * 1e9 / c.tasks as f64)
 }
 
 /// `samples` submit-to-run latencies in nanoseconds, `gap` apart.
@@ -188,26 +211,47 @@ fn main() {
     println!(
         "== throughput: {tasks} tiny tasks from one thread (thread_spawn: fewer, scaled); median of {rounds} rounds"
     );
+    let only = std::env::var("GOPOOL_BENCH_ONLY").ok();
+    let selected = |c: &Contender| only.as_deref().is_none_or(|o| o == c.name);
     // Warm-up: start workers, fault in memory.
-    for c in &contenders {
+    for c in contenders.iter().filter(|c| selected(c)) {
         black_box(throughput_round(c, latch));
     }
     let mut per: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    let mut per_cpu: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    let mut workers_after = 0;
     for _ in 0..rounds {
         for (i, c) in contenders.iter().enumerate() {
-            per[i].push(throughput_round(c, latch));
+            if !selected(c) {
+                per[i].push(f64::NAN);
+                per_cpu[i].push(f64::NAN);
+                continue;
+            }
+            let (rate, cpu) = throughput_round(c, latch);
+            per[i].push(rate);
+            per_cpu[i].push(cpu);
+            if let Runner::Gopool(pool) = &c.runner {
+                workers_after = workers_after.max(pool.worker_count());
+            }
         }
     }
     let tput: Vec<f64> = per.into_iter().map(median).collect();
-    for (c, t) in contenders.iter().zip(&tput) {
+    let cpu: Vec<f64> = per_cpu.into_iter().map(median).collect();
+    println!("gopool: most workers alive right after a round: {workers_after}");
+    for ((c, t), ns) in contenders.iter().zip(&tput).zip(&cpu) {
         println!(
-            "{:>15}: {:>12.0} tasks/s  gopool/this = {:.2}x",
+            "{:>15}: {:>12.0} tasks/s  gopool/this = {:>6.2}x   CPU {:>8.0} ns/task  this/gopool = {:.2}x",
             c.name,
             t,
-            tput[0] / t
+            tput[0] / t,
+            ns,
+            ns / cpu[0]
         );
     }
 
+    if only.is_some() {
+        return;
+    }
     let latency_contenders = &contenders[..3];
     let mut results = Vec::new();
     for (label, gap) in [
@@ -259,6 +303,11 @@ fn main() {
         format!("ratio_vs_thread_spawn={:.1}", tput[0] / tput[3]),
         format!("ratio_vs_threadpool={:.2}", tput[0] / tput[1]),
         format!("ratio_vs_spawn_blocking={:.2}", tput[0] / tput[2]),
+        format!("gopool_workers={workers_after}"),
+        format!("cpu_ns_per_task_gopool={:.0}", cpu[0]),
+        format!("cpu_ns_per_task_threadpool={:.0}", cpu[1]),
+        format!("cpu_ns_per_task_spawn_blocking={:.0}", cpu[2]),
+        format!("cpu_ns_per_task_thread_spawn={:.0}", cpu[3]),
     ];
     for (label, hists) in &results {
         for (c, h) in latency_contenders.iter().zip(hists) {
