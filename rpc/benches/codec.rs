@@ -267,5 +267,10 @@ fn main() {
         .configure_from_args();
     benches(&mut c);
     c.final_summary();
-    ratio_report();
+    // Not in criterion's test, list or profiling modes.
+    let quick =
+        std::env::args().any(|a| matches!(a.as_str(), "--test" | "--list" | "--profile-time"));
+    if !quick {
+        ratio_report();
+    }
 }

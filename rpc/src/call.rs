@@ -14,7 +14,6 @@
 //! once with RESOURCE_EXHAUSTED (no hidden queue: the caller decides whether
 //! to wait and retry).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -27,6 +26,7 @@ use ferropoll_linkbuffer::LinkBuffer;
 use parking_lot::{Condvar, Mutex};
 use prost::Message;
 
+use crate::hash::SeqMap;
 use crate::status::Status;
 
 /// The outcome stored in a slot: the response payload or a status.
@@ -69,7 +69,7 @@ impl Slot {
 
 struct TableState {
     next_seq: u64,
-    pending: HashMap<u64, Arc<Slot>>,
+    pending: SeqMap<Arc<Slot>>,
     /// No pending deadline is earlier than this (a lower bound; `None` = no deadline).
     earliest: Option<Instant>,
     closed: Option<Status>,
@@ -114,7 +114,7 @@ impl CallTable {
         CallTable {
             state: Mutex::new(TableState {
                 next_seq: 1,
-                pending: HashMap::new(),
+                pending: SeqMap::default(),
                 earliest: None,
                 closed: None,
             }),

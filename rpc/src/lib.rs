@@ -52,6 +52,7 @@ mod call;
 mod client;
 pub mod codec;
 mod context;
+mod hash;
 mod metadata;
 mod server;
 mod service;

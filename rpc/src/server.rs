@@ -8,7 +8,6 @@
 //! pool-dispatched methods come back as [`DeferredCall`]s for the glue to run
 //! on a worker ([`DeferredCall::run`]) and flush separately.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use ferropoll_linkbuffer::LinkBuffer;
 
 use crate::codec::{self, Frame, Limits, MessageType, ProtocolError};
 use crate::context::{Context, PeerAddr};
+use crate::hash::NameMap;
 use crate::metadata::Metadata;
 use crate::service::{Dispatch, Reply, Service};
 use crate::status::Status;
@@ -304,7 +304,7 @@ fn run_call(
 /// assert_eq!((pong.message_type(), pong.header.seq), (Some(MessageType::Pong), 1));
 /// ```
 pub struct ServerEngine {
-    services: HashMap<Box<[u8]>, ServiceEntry>,
+    services: NameMap<ServiceEntry>,
     limits: Limits,
 }
 
@@ -334,7 +334,7 @@ impl ServerEngine {
     /// An engine with no service and `limits`.
     pub fn with_limits(limits: Limits) -> ServerEngine {
         ServerEngine {
-            services: HashMap::new(),
+            services: NameMap::default(),
             limits,
         }
     }

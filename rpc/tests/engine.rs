@@ -741,3 +741,36 @@ fn request_payload_bytes_are_not_copied() {
     session.handle_input(&mut output).unwrap();
     assert_eq!(call.wait().unwrap().payload.len(), 2000);
 }
+
+#[test]
+fn an_oversized_frame_gets_the_documented_error_frame() {
+    // Only the 12-byte prefix of a 32 MiB frame has arrived.
+    let engine = ServerEngine::new();
+    let conn = ServerConn::new(PeerAddr::unknown());
+    let (mut input, mut output) = (LinkBuffer::new(), LinkBuffer::new());
+    input.write_binary(&[0xFE, 0x50, 1, 0, 0x02, 0, 0, 0, 0, 0, 0, 4]);
+    input.flush();
+    let err = engine
+        .process(
+            &conn,
+            &mut input,
+            &mut output,
+            &mut Vec::new(),
+            Instant::now(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ProtocolError::FrameTooLarge {
+            len: 32 << 20,
+            max: 16 << 20
+        }
+    );
+    output.flush();
+    let bytes = output.read_binary(output.len()).unwrap();
+    // The bytes of PROTOCOL.md's ERROR example.
+    let mut expected = vec![0xFE, 0x50, 1, 0, 0, 0, 0, 0x3B, 0, 0, 0, 0x3B];
+    expected.extend_from_slice(&[0x10, 0x06, 0x28, 0x08, 0x32, 0x35]);
+    expected.extend_from_slice(b"frame of 33554432 bytes exceeds the limit of 16777216");
+    assert_eq!(bytes, expected);
+}

@@ -1,0 +1,54 @@
+//! Cheap hashers for the two hot maps, instead of std's SipHash (whose
+//! DoS resistance these keys do not need: sequence ids are chosen by this
+//! side, service names are registered by the server's own code).
+
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Fibonacci hashing of a `u64` sequence id: one multiplication spreads
+/// consecutive ids over the high bits, which the hash table probes with.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct SeqHasher(u64);
+
+impl Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by u64 keys; fold anything else in, FNV-style.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// FNV-1a over the bytes of a short name.
+#[derive(Clone, Copy)]
+pub(crate) struct NameHasher(u64);
+
+impl Default for NameHasher {
+    fn default() -> Self {
+        NameHasher(0xCBF2_9CE4_8422_2325)
+    }
+}
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        // Mix the low bits up: hashbrown takes its tag from the top bits.
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+}
+
+pub(crate) type SeqMap<V> = std::collections::HashMap<u64, V, BuildHasherDefault<SeqHasher>>;
+pub(crate) type NameMap<V> =
+    std::collections::HashMap<Box<[u8]>, V, BuildHasherDefault<NameHasher>>;
