@@ -56,6 +56,10 @@ pub const MAX_READ_SIZE: usize = 256 << 10;
 
 const _: () = assert!(MAX_READ_SIZE <= u32::MAX as usize && MIN_READ_SIZE <= MAX_READ_SIZE);
 
+/// `book` copies at most this many unread bytes into its new node rather
+/// than leave them alone in the previous one (see `carry_into_new_node`).
+const CARRY_MAX: usize = 4 << 10;
+
 /// Scratch memory kept between calls while the buffer is not idle.
 const SCRATCH_KEEP: usize = 4 << 10;
 
@@ -843,6 +847,11 @@ impl LinkBuffer {
     /// The space is the last node's spare room if that holds at least
     /// `min` bytes and half the read size (and the node is not a large one
     /// kept for small reads), else a new node of `max(min, read_size)`.
+    /// When the buffer then holds only a few unread bytes (at most 4 KiB
+    /// and a quarter of the read size, in one node: typically the start of
+    /// a frame whose end is still in the kernel), they are copied to the
+    /// start of the new node, so that the frame stays contiguous and can
+    /// be read without copying it whole later.
     /// Booking after `malloc`/writes without a flush is allowed: the space
     /// lies after those bytes, and `book_ack` flushes them together. Any
     /// other write, `append`, `malloc_ack`, or an emptying `release`
@@ -865,11 +874,34 @@ impl LinkBuffer {
             t.is_owned() && s >= min && s >= want / 2 && accepts(t, want)
         });
         if !reuse {
-            self.push_node(want);
+            let carry = self.slots.len() == 1 && self.total <= CARRY_MAX.min(want / 4);
+            if carry {
+                self.carry_into_new_node(want);
+            } else {
+                self.push_node(want);
+            }
         }
         let size = self.tail().spare().min(want);
         self.booked = size;
         &mut self.tail().spare_mut()[..size]
+    }
+
+    /// Replaces the only slot, holding a few unread bytes (`total`), by a
+    /// new node of `total + want` bytes that starts with a copy of them.
+    ///
+    /// This is what keeps a decoder zero-copy: the partial frame left at the
+    /// end of one read continues contiguously in the next, instead of
+    /// straddling two nodes (which would cost a copy of the whole frame on
+    /// `next`/`next_bytes`, and keep the old node alive). The copy is at
+    /// most `CARRY_MAX` bytes; readers see the same content, and views taken
+    /// from the old node keep it alive as usual.
+    #[cold]
+    fn carry_into_new_node(&mut self, want: usize) {
+        let mut slot = Slot::alloc(self.total + want);
+        if let Some(old) = self.slots.pop_back() {
+            slot.write(old.content());
+        }
+        self.slots.push_back(slot);
     }
 
     /// Records that `n` bytes were read into the space of the last

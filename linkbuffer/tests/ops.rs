@@ -703,6 +703,39 @@ fn book_reuses_the_tail_node() {
 }
 
 #[test]
+fn book_carries_a_few_unread_bytes_into_its_new_node() {
+    let mut buf = LinkBuffer::new();
+    let space = buf.book(1);
+    let n = space.len();
+    space.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+    buf.book_ack(n); // the node is full
+    buf.skip(n - 10).unwrap();
+    let view = buf.next_bytes(3).unwrap(); // a view of the old node
+    let tail = buf.peek(7).unwrap().to_vec();
+    let space = buf.book(1);
+    space[..5].copy_from_slice(b"fresh");
+    buf.book_ack(5);
+    assert_eq!(buf.node_count(), 1, "the 7 unread bytes moved along");
+    let frame = buf.peek(12).unwrap();
+    assert_eq!(&frame[..7], &tail[..]);
+    assert_eq!(&frame[7..], b"fresh");
+    let want: Vec<u8> = (n - 10..n - 7).map(|i| i as u8).collect();
+    assert_eq!(&view[..], &want[..], "views of the old node stay valid");
+}
+
+#[test]
+fn book_does_not_carry_large_remainders() {
+    let mut buf = LinkBuffer::new();
+    let n = buf.book(1).len();
+    buf.book_ack(n);
+    buf.skip(n - 5000).unwrap(); // above the 4 KiB carry limit
+    buf.book(1);
+    buf.book_ack(1);
+    assert_eq!(buf.node_count(), 2);
+    assert_eq!(buf.len(), 5001);
+}
+
+#[test]
 fn read_size_doubles_on_full_reads_and_shrinks_on_small_ones() {
     let mut buf = LinkBuffer::new();
     assert_eq!(buf.read_size(), MIN_READ_SIZE);
