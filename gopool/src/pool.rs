@@ -87,7 +87,8 @@ impl Pool {
 
     /// Runs `f` on a worker.
     ///
-    /// Returns at once. If the pool is shut down or its queue is full, `f`
+    /// Returns at once — after starting a thread (tens of microseconds) if
+    /// no worker is free and fewer than `max_workers` exist. If the pool is shut down or its queue is full, `f`
     /// is dropped without running and the first such drop is reported on
     /// stderr; use [`try_go`](Pool::try_go) to handle that case yourself.
     /// A panic in `f` goes to the panic handler; the worker carries on.
