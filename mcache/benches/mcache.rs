@@ -6,8 +6,8 @@
 //!   `malloc`, uninitialised) and `vec![0; n]` (`calloc`: initialised memory,
 //!   which is what a `Buf` gives).
 //! - `producer_consumer/*`: a producer thread allocates, a consumer thread
-//!   drops; buffers travel in batches through a queue; time per buffer. At
-//!   most four batches (of 64 buffers, at most 4 MiB) are in flight.
+//!   drops; buffers travel in batches (up to 64 buffers, at most 1 MiB)
+//!   through a queue; time per buffer. At most about 12 MiB are in flight.
 //! - `producer_consumer_deep/*`: the same with up to 1152 buffers in flight:
 //!   at 64 KiB and 1 MiB more than mcache's bounded caches hold, so misses
 //!   fall back to fresh zeroed memory (the cost of the bound, shown openly).
@@ -155,26 +155,30 @@ fn backoff(idle: &mut u32) {
 }
 
 fn producer_consumer(c: &mut Criterion) {
-    // Batches of up to 64 buffers and at most 4 MiB, two queued: at most
-    // four batches in flight (16 MiB at 1 MiB), which mcache's caches hold.
-    handoff(c, "producer_consumer", &SIZES, 2, |n| (4 << 20) / n);
+    // Batches of up to 64 buffers and 1 MiB; up to 16 batches queued, at
+    // most about 12 MiB in flight: what mcache's caches hold.
+    handoff(c, "producer_consumer", &SIZES, |n| {
+        let batch = ((1 << 20) / n).clamp(1, 64);
+        let depth = ((12 << 20) / (batch * n)).saturating_sub(2).clamp(2, 16);
+        (batch, depth)
+    });
     // Batches of 64, sixteen queued: up to 1152 buffers in flight. At 8 KiB
-    // that fits the caches; at 64 KiB (72 MiB) and 1 MiB (1.1 GiB) it does
-    // not, and every miss is a fresh zeroed allocation.
-    handoff(c, "producer_consumer_deep", &SIZES[2..], 16, |_| 64);
+    // (9 MiB) that fits the caches; at 64 KiB (72 MiB) and 1 MiB (1.1 GiB)
+    // it does not, and every miss is a fresh zeroed allocation.
+    handoff(c, "producer_consumer_deep", &SIZES[2..], |_| (64, 16));
 }
 
+/// `params(size)` gives the batch size and the queue depth in batches.
 fn handoff(
     c: &mut Criterion,
     group: &str,
     sizes: &[(usize, &str)],
-    depth: usize,
-    batch: impl Fn(usize) -> usize,
+    params: impl Fn(usize) -> (usize, usize),
 ) {
     let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(1));
     for &(n, name) in sizes {
-        let batch = batch(n).clamp(1, 64);
+        let (batch, depth) = params(n);
         let consumer = Consumer::<Buf>::start(depth);
         g.bench_with_input(BenchmarkId::new("mcache", name), &n, |b, &n| {
             b.iter_custom(|iters| {
