@@ -400,8 +400,12 @@ pub(crate) fn free_uncached(class: usize, p: NonNull<u8>) {
         }
         if !b.push(class, p) {
             b.spill(class);
-            let pushed = b.push(class, p);
-            debug_assert!(pushed);
+            if !b.push(class, p) {
+                // Cannot happen (a spill frees at least one slot); never
+                // lose the buffer regardless.
+                bump(&b.frees);
+                to_global(class, std::iter::once(p));
+            }
         }
     });
     if done.is_err() {
