@@ -16,7 +16,9 @@
 //!
 //! Run: `cargo bench -p ferropoll-gopool --bench gopool`. The last line is
 //! `key=value` pairs for scripts. `GOPOOL_BENCH_ONLY=<name>` runs only that
-//! contender's throughput rounds (for profiling).
+//! contender's throughput rounds (for profiling); `GOPOOL_BENCH_MAX_WORKERS`
+//! and `GOPOOL_BENCH_MAX_IDLE_MS` configure the gopool contender (defaults
+//! 512 and 10,000, the pool's own defaults).
 #![cfg(not(loom))]
 
 use std::hint::black_box;
@@ -106,7 +108,16 @@ fn contenders(tasks: usize) -> Vec<Contender> {
     vec![
         Contender {
             name: "gopool",
-            runner: Runner::Gopool(Pool::new("bench", env("GOPOOL_BENCH_MAX_WORKERS", 512))),
+            runner: Runner::Gopool(
+                Pool::builder()
+                    .name("bench")
+                    .max_workers(env("GOPOOL_BENCH_MAX_WORKERS", 512))
+                    .max_idle(Duration::from_millis(
+                        env("GOPOOL_BENCH_MAX_IDLE_MS", 10_000) as u64,
+                    ))
+                    .build()
+                    .unwrap(),
+            ),
             tasks,
         },
         Contender {
