@@ -874,7 +874,8 @@ impl LinkBuffer {
             t.is_owned() && s >= min && s >= want / 2 && accepts(t, want)
         });
         if !reuse {
-            let carry = self.slots.len() == 1 && self.total <= CARRY_MAX.min(want / 4);
+            let carry =
+                self.slots.len() == 1 && self.total <= CARRY_MAX.min(want / 4) && want <= MAX_NODE;
             if carry {
                 self.carry_into_new_node(want);
             } else {

@@ -86,7 +86,9 @@
 //!
 //! Nodes come from mcache: `max(n, 8 KiB)` for writes (at most 8 MiB per
 //! node for `write_binary`; a larger `malloc`/`book` gets one contiguous
-//! unpooled node), the read size for `book`. `release()` drops every fully
+//! unpooled node), the read size for `book` — which carries a small unread
+//! remainder (a partial frame) into its new node so frames stay contiguous,
+//! as `BytesMut::reserve` does. `release()` drops every fully
 //! read node and, when nothing is left, all memory: a new or idle buffer
 //! holds no heap memory ([`LinkBuffer::held_bytes`] is 0) and
 //! `size_of::<LinkBuffer>()` is 120 bytes on 64-bit targets.
