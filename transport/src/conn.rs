@@ -68,6 +68,10 @@ pub(crate) const IDLE_ARMED: u32 = 1 << 11;
 pub(crate) const LINGER: u32 = 1 << 12;
 /// Registered with the loop's epoll set.
 pub(crate) const REGISTERED: u32 = 1 << 13;
+/// Output may be pending: the loop must look at it on `EPOLLOUT`. Set before
+/// the last send attempt that found the socket full (see `send_locked`), so
+/// the loop can skip the output lock on the common writable-and-idle edge.
+pub(crate) const OUT_PENDING: u32 = 1 << 14;
 
 const INACTIVE: u32 = CLOSING | PEER_CLOSED | FINALIZED;
 const NO_TIMEOUT: u64 = u64::MAX;
@@ -332,7 +336,10 @@ impl ConnInner {
 
     /// Bytes consumed so far (bytes read minus bytes unread).
     pub(crate) fn consumed(&self) -> u64 {
-        self.bytes_in.load(Ordering::Acquire) - self.unread.load(Ordering::Acquire) as u64
+        // `unread` first: the loop adds to `bytes_in` before `unread`, so the
+        // later `bytes_in` covers every byte counted in the earlier `unread`.
+        let unread = self.unread.load(Ordering::Acquire) as u64;
+        self.bytes_in.load(Ordering::Acquire).saturating_sub(unread)
     }
 
     /// Wakes readers blocked in `Reader::wait` (after a flag change or new input).
@@ -363,6 +370,7 @@ impl ConnInner {
         };
         let mut sent_total = 0usize;
         let mut first = true;
+        let mut flagged = false;
         let result = loop {
             // The first batch uses a small iovec array (a flush usually holds
             // a few nodes; filling 64 empty slices costs more than the
@@ -384,7 +392,15 @@ impl ConnInner {
                 sent_total += sent;
             }
             if full {
-                // A short send means the socket buffer is full: EPOLLOUT follows.
+                // A short send means the socket buffer is full: EPOLLOUT
+                // follows. The loop skips `EPOLLOUT` unless `OUT_PENDING` is
+                // set, and the edge may have fired before we set it; so set
+                // it, then try once more: a later edge is then seen.
+                if !flagged {
+                    flagged = true;
+                    self.set(OUT_PENDING);
+                    continue;
+                }
                 break Ok(true);
             }
         };
@@ -408,6 +424,9 @@ impl ConnInner {
                 }
                 if !blocked {
                     out.pending = false;
+                    if flagged || self.flag(OUT_PENDING) {
+                        self.clear(OUT_PENDING);
+                    }
                 }
                 Ok(())
             }
@@ -415,6 +434,7 @@ impl ConnInner {
                 tracing::debug!(conn = self.id, error = %e, "send failed; closing");
                 out.buf = LinkBuffer::new();
                 out.pending = false;
+                self.clear(OUT_PENDING);
                 self.set(PEER_CLOSED);
                 self.request_close();
                 Err(e)

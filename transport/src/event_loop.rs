@@ -291,9 +291,19 @@ impl Builder {
         });
         for (i, r) in reactors.into_iter().enumerate() {
             *group.alive.lock() += 1;
+            let g = group.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("{}-loop-{i}", cfg.name))
-                .spawn(move || r.run());
+                .spawn(move || {
+                    // A panic here is a bug of the transport (handler panics
+                    // are caught per connection); say so loudly and let
+                    // shutdown go on instead of waiting for this loop.
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.run()));
+                    if run.is_err() {
+                        tracing::error!(loop_index = i, "event loop thread panicked");
+                        g.loop_exited();
+                    }
+                });
             match spawned {
                 Ok(t) => handle.threads.lock().push(t),
                 Err(e) => {

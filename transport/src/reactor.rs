@@ -109,7 +109,7 @@ impl LoopShared {
             self.drop_tasks();
             return;
         }
-        if !self.is_current() && !self.notified.swap(true, Ordering::AcqRel) {
+        if !self.is_current() && !self.notified.swap(true, Ordering::SeqCst) {
             if let Err(e) = self.waker.wake() {
                 tracing::error!(error = %e, "cannot wake event loop");
             }
@@ -223,8 +223,15 @@ impl<H: Handler> Reactor<H> {
             for i in 0..self.events.len() {
                 let (key, ready) = self.events.get(i);
                 if key == WAKER {
-                    self.shared.notified.store(false, Ordering::Release);
+                    // Drain first, then clear: a sender that still saw
+                    // `notified` set pushed before the clear, so the queue
+                    // drain below gets its task; one that sees it clear writes
+                    // the eventfd after our read, so the next wait reports it.
+                    // (Clearing first loses that write: epoll re-polls the
+                    // eventfd, finds the counter read to zero, reports nothing,
+                    // and `notified` stays set for good.)
                     self.shared.waker.drain();
+                    self.shared.notified.store(false, Ordering::SeqCst);
                 } else if key >= LISTENER {
                     self.accept((key - LISTENER) as usize);
                 } else {
@@ -495,7 +502,7 @@ impl<H: Handler> Reactor<H> {
                 }
             }
         }
-        if ready.writable() {
+        if ready.writable() && inner.flag(OUT_PENDING) {
             self.finish_output(&slot);
         }
         if ready.readable() || ready.read_closed() || ready.hup_or_error() {
@@ -532,7 +539,7 @@ impl<H: Handler> Reactor<H> {
                 None
             };
             loop {
-                let (res, offered) = {
+                let (res, offered, unread) = {
                     let mut inbox;
                     let buf = match direct.as_mut() {
                         Some(r) => &mut **r,
@@ -544,8 +551,16 @@ impl<H: Handler> Reactor<H> {
                     let space = buf.book(MIN_READ);
                     let offered = space.len();
                     let res = sys::read(inner.fd, space);
-                    buf.book_ack(*res.as_ref().unwrap_or(&0));
-                    (res, offered)
+                    let n = *res.as_ref().unwrap_or(&0);
+                    buf.book_ack(n);
+                    // Count the bytes before a consumer can see them (the
+                    // buffer's lock is still held): a consumer subtracts
+                    // what it read from `unread`, which must never go below 0.
+                    // Only this thread writes `bytes_in`: no read-modify-write.
+                    let total = inner.bytes_in.load(Ordering::Relaxed) + n as u64;
+                    inner.bytes_in.store(total, Ordering::Release);
+                    let unread = inner.unread.fetch_add(n, Ordering::AcqRel) + n;
+                    (res, offered, unread)
                 };
                 match res {
                     Ok(0) => {
@@ -554,8 +569,6 @@ impl<H: Handler> Reactor<H> {
                     }
                     Ok(n) => {
                         got += n;
-                        inner.bytes_in.fetch_add(n as u64, Ordering::AcqRel);
-                        let unread = inner.unread.fetch_add(n, Ordering::AcqRel) + n;
                         if n < offered && !inner.flag(PEER_CLOSED) {
                             // Drained: a later arrival raises a new edge. After
                             // a hang-up no edge follows, so read on to the EOF.
@@ -585,10 +598,9 @@ impl<H: Handler> Reactor<H> {
             }
         }
         if got > 0 {
-            self.shared
-                .counters
-                .bytes_in
-                .fetch_add(got as u64, Ordering::Relaxed);
+            // Only this loop writes its `bytes_in` counter.
+            let c = &self.shared.counters.bytes_in;
+            c.store(c.load(Ordering::Relaxed) + got as u64, Ordering::Relaxed);
             inner.last_read.store(self.now, Ordering::Relaxed);
         }
         let blocking = inner.flag(BLOCKING);

@@ -545,7 +545,8 @@ fn a_panicking_handler_closes_only_its_connection() {
         let mut b = [0u8; 1];
         good.read_exact(&mut b).unwrap();
         bad.write_all(b"!").unwrap();
-        assert_closed_by_server(&mut bad, Duration::from_secs(2));
+        // Generous: printing the panic's backtrace is slow under valgrind.
+        assert_closed_by_server(&mut bad, Duration::from_secs(20));
         good.write_all(b"b").unwrap();
         good.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"b");
