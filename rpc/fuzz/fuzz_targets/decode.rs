@@ -85,7 +85,13 @@ fuzz_target!(|data: &[u8]| {
         input.write_binary(part);
         input.flush();
         if engine
-            .process(&conn, &mut input, &mut output, &mut deferred, Instant::now())
+            .process(
+                &conn,
+                &mut input,
+                &mut output,
+                &mut deferred,
+                Instant::now(),
+            )
             .is_err()
         {
             break;
@@ -93,7 +99,9 @@ fuzz_target!(|data: &[u8]| {
         input.release();
     }
     output.flush();
-    while let Some(frame) = codec::decode(&mut output, &Limits::default()).expect("engine output decodes") {
+    while let Some(frame) =
+        codec::decode(&mut output, &Limits::default()).expect("engine output decodes")
+    {
         assert!(matches!(
             frame.message_type(),
             Some(MessageType::Response | MessageType::Pong | MessageType::Error)
