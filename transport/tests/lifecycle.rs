@@ -132,8 +132,14 @@ fn peer_close_and_reset_turn_inactive_within_10ms_without_reading() {
                     "not again at shutdown"
                 );
             }
+            // Under valgrind (~30x slower) only the behaviour is checked.
+            let bound = if std::env::var_os("FERROPOLL_UNDER_VALGRIND").is_some() {
+                Duration::from_secs(2)
+            } else {
+                Duration::from_millis(10)
+            };
             assert!(
-                best < Duration::from_millis(10),
+                best < bound,
                 "{dispatch:?} reset={reset}: inactive after {best:?}"
             );
         }
