@@ -2,3 +2,4 @@
 #![deny(unsafe_code)]
 pub mod echo;
 pub mod pb;
+pub mod resp;
