@@ -328,6 +328,14 @@ impl<T: Message + Default> CallFuture<T> {
         }
     }
 
+    /// The status of a call that failed before it started (nothing was sent).
+    pub(crate) fn failure(&self) -> Option<&Status> {
+        match &self.inner {
+            Inner::Failed(status) => Some(status),
+            _ => None,
+        }
+    }
+
     /// The call's deadline.
     pub fn deadline(&self) -> Option<Instant> {
         match &self.inner {

@@ -13,6 +13,7 @@ use crate::call::{CallFuture, CallTable};
 use crate::codec::{self, Limits, MessageType, ProtocolError, RequestHead};
 use crate::context::PeerAddr;
 use crate::metadata::Metadata;
+use crate::net_client::{NetClient, Target};
 use crate::server::{ServerConn, ServerEngine};
 use crate::status::{Code, Status};
 
@@ -83,10 +84,17 @@ pub struct ClientOptions {
     /// the response or the connection's loss. Default 30 s: a call must not
     /// hang forever on a silent server.
     pub default_timeout: Option<Duration>,
-    /// Multiplexed connections kept to the server. Default 1.
+    /// Multiplexed connections kept to the server (at least 1). Default 1:
+    /// one connection carries any number of concurrent calls, and shares
+    /// syscalls among them best (see `BENCHMARKS.md`); more help when one
+    /// server loop per connection is the bottleneck.
     pub connections: usize,
     /// Frame and in-flight limits of each connection.
     pub limits: Limits,
+    /// After a failed connection attempt, calls needing that connection
+    /// fail at once with the same UNAVAILABLE for this long instead of each
+    /// dialing again. Default 100 ms.
+    pub reconnect_backoff: Duration,
 }
 
 impl Default for ClientOptions {
@@ -96,6 +104,7 @@ impl Default for ClientOptions {
             default_timeout: Some(Duration::from_secs(30)),
             connections: 1,
             limits: Limits::default(),
+            reconnect_backoff: Duration::from_millis(100),
         }
     }
 }
@@ -321,30 +330,58 @@ fn request_error(e: ProtocolError) -> Status {
 ///
 /// Two ways to get one:
 ///
+/// * [`Client::connect`] — a client of a server over TCP (`"host:port"`)
+///   or a Unix socket (`"unix:/path"`). It keeps
+///   [`ClientOptions::connections`] multiplexed connections, served by one
+///   client event-loop thread of its own: any number of threads and tasks
+///   call at once, responses are matched to calls by sequence id. A call
+///   picks a connection round-robin; one that is no longer `is_active()`
+///   (the server went away) is re-dialed by the next call that picks it.
+///   Requests staged by concurrent callers share one `sendmsg` (see the
+///   `net_client` module docs).
 /// * [`Client::in_process`] — a client of a [`ServerEngine`] in the same
 ///   process, without sockets: every call is encoded, processed by the
 ///   engine and decoded exactly as over a connection. For tests, and for
 ///   calling a service from inside its own server.
-/// * [`Client::connect`] — a client of a server over TCP or a Unix socket.
-///   **Not wired to the transport yet**: it validates the address and
-///   returns UNAVAILABLE ("transport not wired yet"). The design it will
-///   follow is below.
 ///
-/// # Network design (to be wired onto `ferropoll-transport`)
+/// Each call has a blocking form ([`unary`](Client::unary)) and a
+/// runtime-agnostic future ([`unary_async`](Client::unary_async)),
+/// completed through its waker by the client's loop thread. Timeouts: a
+/// blocking call waits with its deadline; a future's deadline is enforced
+/// by a timer thread per client (started by the first async call), so a
+/// future resolves to DEADLINE_EXCEEDED on time even if nobody polls it
+/// — a stand-in until the transport offers timers on its loops.
 ///
-/// `connect` dials [`ClientOptions::connections`] connections with the
-/// transport's `Dialer` (`connect_timeout`), each with its own
-/// [`ClientSession`]; the client loop's callbacks are thin:
-/// `on_request` → `session.handle_input(reader)` then `reader.release()`
-/// (on `Err`: close the connection); `on_disconnect` →
-/// `session.close(Status::unavailable("connection lost"))`; a loop timer
-/// while `session.next_deadline()` is `Some` → `session.expire(now)`. A call
-/// picks a connection round-robin, skipping one whose session is closed or
-/// whose connection is not `is_active()` (it is re-dialed, and replaced by a
-/// new session); it runs `session.start_call(writer, ...)` under the
-/// connection's writer lock, flushes, and returns the [`CallFuture`]; the
-/// blocking form waits on it. The per-connection in-flight limit fails a
-/// call with RESOURCE_EXHAUSTED only when every connection is full.
+/// Dropping the last handle closes the connections; calls still pending
+/// fail with CANCELLED.
+///
+/// ```
+/// use std::time::Duration;
+/// use ferropoll_rpc::{CallOptions, Client, ClientOptions, Code, Context, LinkBuffer, Listener, Reply, Server, Service};
+///
+/// struct Upper;
+/// impl Service for Upper {
+///     fn name(&self) -> &'static str { "demo.Upper" }
+///     fn methods(&self) -> &'static [&'static str] { &["Call"] }
+///     fn call(&self, _method: usize, ctx: &Context, request: LinkBuffer, reply: Reply<'_>) {
+///         reply.unary(ctx, request, |_ctx, s: String| Ok(s.to_uppercase()))
+///     }
+/// }
+///
+/// let mut builder = Server::builder().num_loops(1);
+/// builder.register(Upper)?;
+/// let server = builder.build()?;
+/// let addr = server.listen(Listener::bind_tcp("127.0.0.1:0")?)?;
+///
+/// let client = Client::connect(&addr.to_string(), ClientOptions::default())?;
+/// let opts = CallOptions::new().with_timeout(Duration::from_secs(1));
+/// let out: String = client.unary("demo.Upper", "Call", &"hi".to_owned(), &opts)?;
+/// assert_eq!(out, "HI");
+/// let err = client.unary::<String, String>("demo.Upper", "Nope", &"hi".to_owned(), &opts).unwrap_err();
+/// assert_eq!(err.code(), Code::Unimplemented);
+/// server.shutdown(Duration::from_secs(1))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<ClientInner>,
@@ -361,12 +398,14 @@ enum Backend {
         conn: ServerConn,
         session: ClientSession,
     },
+    Net(NetClient),
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let backend = match &self.inner.backend {
-            Backend::InProcess { .. } => "in-process",
+            Backend::InProcess { .. } => "in-process".to_owned(),
+            Backend::Net(net) => net.target().to_string(),
         };
         f.debug_struct("Client")
             .field("backend", &backend)
@@ -376,30 +415,36 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client of the server at `addr` (`"host:port"` or `"unix:/path"`).
+    /// A client of the server at `addr` (`"host:port"` or `"unix:/path"`),
+    /// with [`ClientOptions::connections`] connections dialed now.
     ///
     /// # Errors
     ///
     /// INVALID_ARGUMENT for an address that does not resolve; UNAVAILABLE
-    /// for now, as the network transport is not wired yet (see the type's
-    /// docs).
+    /// when a connection cannot be established within
+    /// [`ClientOptions::connect_timeout`] (or the client loop cannot start).
     pub fn connect(addr: &str, options: ClientOptions) -> Result<Client, Status> {
-        if addr.strip_prefix("unix:").is_none_or(str::is_empty) {
-            let mut resolved = addr
-                .to_socket_addrs()
-                .map_err(|e| Status::invalid_argument(format!("bad address {addr:?}: {e}")))?;
-            if resolved.next().is_none() {
-                return Err(Status::invalid_argument(format!(
-                    "address {addr:?} resolves to nothing"
-                )));
+        let target = match addr.strip_prefix("unix:") {
+            Some(path) if !path.is_empty() => Target::Unix(path.into()),
+            _ => {
+                let mut resolved = addr
+                    .to_socket_addrs()
+                    .map_err(|e| Status::invalid_argument(format!("bad address {addr:?}: {e}")))?;
+                if resolved.next().is_none() {
+                    return Err(Status::invalid_argument(format!(
+                        "address {addr:?} resolves to nothing"
+                    )));
+                }
+                Target::Tcp(addr.to_owned())
             }
-        }
-        let _ = options;
-        // The one unimplemented piece: dialing and serving the connections
-        // (see "Network design" above). Everything it calls is implemented.
-        Err(Status::unavailable(format!(
-            "cannot connect to {addr}: transport not wired yet"
-        )))
+        };
+        let net = NetClient::connect(target, options.clone())?;
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                options,
+                backend: Backend::Net(net),
+            }),
+        })
     }
 
     /// A client of `engine` in this process: requests are encoded, run
@@ -427,6 +472,14 @@ impl Client {
         &self.inner.options
     }
 
+    /// Connections open now (0 for an in-process client).
+    pub fn open_connections(&self) -> usize {
+        match &self.inner.backend {
+            Backend::InProcess { .. } => 0,
+            Backend::Net(net) => net.open_connections(),
+        }
+    }
+
     /// Calls `service`/`method` with `req` and blocks until the response,
     /// the deadline or the connection's loss.
     ///
@@ -442,11 +495,13 @@ impl Client {
         req: &Req,
         options: &CallOptions,
     ) -> Result<Resp, Status> {
-        self.unary_async(service, method, req, options).wait()
+        self.start(service, method, req, options).wait()
     }
 
     /// Starts a call and returns its future; the request is on its way when
-    /// this returns. Any executor can await the future.
+    /// this returns. Any executor can await the future; it resolves to
+    /// DEADLINE_EXCEEDED at its deadline even if it is not polled then.
+    /// Dropping it cancels the call (a late response is dropped).
     pub fn unary_async<Req: Message, Resp: Message + Default>(
         &self,
         service: &str,
@@ -454,7 +509,22 @@ impl Client {
         req: &Req,
         options: &CallOptions,
     ) -> CallFuture<Resp> {
+        let call = self.start(service, method, req, options);
+        if let Backend::Net(net) = &self.inner.backend {
+            net.watch_deadline(call.deadline());
+        }
+        call
+    }
+
+    fn start<Req: Message, Resp: Message + Default>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        options: &CallOptions,
+    ) -> CallFuture<Resp> {
         match &self.inner.backend {
+            Backend::Net(net) => net.start(service, method, req, options),
             Backend::InProcess {
                 engine,
                 conn,
@@ -481,6 +551,7 @@ impl Client {
         options: &CallOptions,
     ) -> Result<(), Status> {
         match &self.inner.backend {
+            Backend::Net(net) => net.oneway(service, method, req, options),
             Backend::InProcess {
                 engine,
                 conn,
@@ -494,13 +565,14 @@ impl Client {
         }
     }
 
-    /// Pings the server and waits for its pong.
+    /// Pings the server (one connection) and waits for its pong.
     ///
     /// # Errors
     ///
     /// DEADLINE_EXCEEDED after `timeout`; UNAVAILABLE if the connection is lost.
     pub fn ping(&self, timeout: Duration) -> Result<(), Status> {
         match &self.inner.backend {
+            Backend::Net(net) => net.ping(timeout),
             Backend::InProcess {
                 engine,
                 conn,

@@ -10,9 +10,9 @@
 //! costs nothing but the error.
 //!
 //! Encoding computes every length first (`encoded_len`), then writes the
-//! prefix and header in one `write_binary` and the payload straight into the
-//! buffer with `prost` over [`BufMut`] — each message is encoded once, with
-//! no intermediate `Vec`. Encoders write unflushed bytes: call
+//! prefix and header in one `write_binary` and the payload straight into one
+//! `malloc`ed slice of the buffer of exactly its length — each message is
+//! encoded once, with no intermediate `Vec`. Encoders write unflushed bytes: call
 //! [`LinkBuffer::flush`] (or the connection's flush) to publish them.
 
 use std::fmt;
@@ -371,6 +371,16 @@ pub fn decode(buf: &mut LinkBuffer, limits: &Limits) -> Result<Option<Frame>, Pr
     }
     buf.skip(PREFIX_LEN)?;
     let header_bytes = buf.next_bytes(header_len as usize)?;
+    // Count the metadata entries before decoding: a 64 KiB header of empty
+    // entries would otherwise allocate ~1.5 MB of strings before the check.
+    if let Some(count) = count_metadata(&header_bytes) {
+        if count > limits.max_metadata_entries {
+            return Err(ProtocolError::TooMuchMetadata {
+                count,
+                max: limits.max_metadata_entries,
+            });
+        }
+    }
     let header = Header::decode(header_bytes).map_err(ProtocolError::BadHeader)?;
     if header.kind == MessageType::Unspecified as i32 {
         return Err(ProtocolError::MissingMessageType);
@@ -383,6 +393,72 @@ pub fn decode(buf: &mut LinkBuffer, limits: &Limits) -> Result<Option<Frame>, Pr
     }
     let payload = buf.slice((body_len - header_len) as usize)?;
     Ok(Some(Frame { header, payload }))
+}
+
+/// Counts the top-level field-8 (metadata) entries of an encoded header by
+/// walking its keys, without decoding anything. `None` if the bytes are not
+/// well-formed protobuf (the decoder then reports why).
+fn count_metadata(mut b: &[u8]) -> Option<usize> {
+    fn varint(b: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = b.split_first()?;
+            *b = rest;
+            v |= u64::from(byte & 0x7F) << shift;
+            if byte < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    fn skip(b: &mut &[u8], n: u64) -> Option<()> {
+        let n = usize::try_from(n).ok()?;
+        *b = b.get(n..)?;
+        Some(())
+    }
+    let mut count = 0;
+    while !b.is_empty() {
+        let key = varint(&mut b)?;
+        match key & 7 {
+            0 => {
+                varint(&mut b)?;
+            }
+            1 => skip(&mut b, 8)?,
+            2 => {
+                let len = varint(&mut b)?;
+                skip(&mut b, len)?;
+                if key >> 3 == 8 {
+                    count += 1;
+                }
+            }
+            5 => skip(&mut b, 4)?,
+            _ => return None,
+        }
+    }
+    Some(count)
+}
+
+/// The size of the frame at the front of `buf` (prefix included), once its
+/// whole prefix has arrived and passes `limits`; `None` otherwise. The glue
+/// uses it to tell the transport how many bytes a partial frame needs.
+///
+/// ```
+/// use ferropoll_rpc::{LinkBuffer, Limits, codec};
+/// let mut buf = LinkBuffer::new();
+/// codec::encode_ping(&mut buf, 1);
+/// buf.flush();
+/// assert_eq!(codec::frame_len(&mut buf, &Limits::default()), Some(buf.len()));
+/// ```
+pub fn frame_len(buf: &mut LinkBuffer, limits: &Limits) -> Option<usize> {
+    if buf.len() < PREFIX_LEN {
+        return None;
+    }
+    let mut prefix = [0u8; PREFIX_LEN];
+    prefix.copy_from_slice(buf.peek(PREFIX_LEN).ok()?);
+    match check_prefix(&prefix, limits) {
+        Ok(Some((body_len, _))) => Some(PREFIX_LEN + body_len as usize),
+        _ => None,
+    }
 }
 
 /// A header to encode, borrowing everything (no allocation to build it).
@@ -518,8 +594,14 @@ fn write_message<M: Message>(
     header: &HeaderRef<'_>,
     msg: &M,
 ) -> Result<usize, ProtocolError> {
-    let n = write_head(out, limits, header, msg.encoded_len())?;
-    msg.encode_raw(out);
+    let len = msg.encoded_len();
+    let n = write_head(out, limits, header, len)?;
+    // Into one contiguous slice of the exact length: prost writes varints a
+    // byte at a time, which is much cheaper into a slice than through the
+    // buffer's `BufMut`.
+    let mut dst = out.malloc(len);
+    msg.encode_raw(&mut dst);
+    debug_assert!(dst.is_empty(), "encoded_len and encode_raw disagree");
     Ok(n)
 }
 

@@ -8,15 +8,22 @@
 //! `ferropoll-proto` into a server trait, a server wrapper implementing
 //! [`Service`] and a client stub over [`Client`].
 //!
-//! Everything here is **sans-IO**, in the manner of quinn-proto: the
-//! [`codec`] turns frames into bytes of a [`LinkBuffer`] and back; the
+//! The core is **sans-IO**, in the manner of quinn-proto: the [`codec`]
+//! turns frames into bytes of a [`LinkBuffer`] and back; the
 //! [`ServerEngine`] turns a batch of request bytes into a batch of response
 //! bytes (decode, dispatch, handle, encode — so pipelined requests get one
 //! write); the [`ClientSession`] and its [`CallTable`] start calls and
 //! complete them from response bytes, for blocking callers and for any async
-//! executor ([`CallFuture`]). The transport glue that moves those bytes
-//! through sockets is thin; until it lands, [`Client::in_process`] runs a
-//! client against an engine in the same process.
+//! executor ([`CallFuture`]).
+//!
+//! The glue onto `ferropoll-transport` is thin. [`Server`] runs an engine on
+//! an event loop: each connection's input is processed on its loop thread,
+//! inline handlers answer into the connection's writer, one flush per read
+//! batch; pool-dispatched handlers run on gopool. [`Client::connect`] keeps
+//! a few multiplexed connections on a client loop of its own, completes
+//! calls from that loop thread, and lets concurrent callers share
+//! `sendmsg`s. [`Client::in_process`] runs the same bytes through an engine
+//! without sockets.
 //!
 //! Performance rules kept on the server path: a request's payload is a
 //! zero-copy slice of the connection's input (its `bytes` fields decode as
@@ -26,7 +33,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use ferropoll_rpc::{CallOptions, Client, ClientOptions, Context, LinkBuffer, Reply, ServerEngine, Service};
+//! use ferropoll_rpc::{CallOptions, Client, ClientOptions, Context, LinkBuffer, Listener, Reply, Server, ServerEngine, Service};
 //!
 //! /// A hand-written service (generated code does this for you).
 //! struct Upper;
@@ -38,6 +45,17 @@
 //!     }
 //! }
 //!
+//! // Over a socket...
+//! let mut builder = Server::builder().num_loops(1);
+//! builder.register(Upper)?;
+//! let server = builder.build()?;
+//! let addr = server.listen(Listener::bind_tcp("127.0.0.1:0")?)?;
+//! let client = Client::connect(&addr.to_string(), ClientOptions::default())?;
+//! let out: String = client.unary("demo.Upper", "Call", &"hi".to_owned(), &CallOptions::DEFAULT)?;
+//! assert_eq!(out, "HI");
+//! server.shutdown(std::time::Duration::from_secs(1))?;
+//!
+//! // ...or in process.
 //! let mut engine = ServerEngine::new();
 //! engine.register(Upper)?;
 //! let client = Client::in_process(Arc::new(engine), ClientOptions::default());
@@ -52,8 +70,11 @@ mod call;
 mod client;
 pub mod codec;
 mod context;
+mod deadline_timer;
 mod hash;
 mod metadata;
+mod net_client;
+mod net_server;
 mod server;
 mod service;
 mod status;
@@ -63,7 +84,9 @@ pub use client::{CallOptions, Client, ClientOptions, ClientSession};
 pub use codec::{Frame, Limits, ProtocolError};
 pub use context::{Context, PeerAddr};
 pub use ferropoll_linkbuffer::LinkBuffer;
+pub use ferropoll_transport::{Addr, Listener};
 pub use metadata::{Metadata, MetadataEntry};
+pub use net_server::{Server, ServerBuilder};
 pub use server::{DeferredCall, Progress, RegisterError, ServerConn, ServerEngine, ServiceConfig};
 pub use service::{Dispatch, Reply, Service};
 pub use status::{Code, Status};

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ferropoll_linkbuffer::LinkBuffer;
@@ -186,6 +186,18 @@ impl DeferredCall {
         &self.ctx
     }
 
+    /// Answers the call with `status` without running it (for example
+    /// UNAVAILABLE when no worker can take it); nothing for a ONEWAY call.
+    /// Returns whether a frame was written to `out`.
+    pub fn reject(self, status: &Status, out: &mut LinkBuffer) -> bool {
+        if self.oneway {
+            tracing::debug!(seq = self.ctx.seq(), "oneway call dropped: {status}");
+            return false;
+        }
+        codec::encode_status(out, &self.limits, self.ctx.seq(), status);
+        true
+    }
+
     /// Runs the call — unless its deadline passed while it waited, then it
     /// answers DEADLINE_EXCEEDED — and encodes the answer into `out` (nothing
     /// for a ONEWAY call). Panics are caught and answered INTERNAL. Returns
@@ -306,6 +318,7 @@ fn run_call(
 pub struct ServerEngine {
     services: NameMap<ServiceEntry>,
     limits: Limits,
+    draining: AtomicBool,
 }
 
 impl Default for ServerEngine {
@@ -336,12 +349,31 @@ impl ServerEngine {
         ServerEngine {
             services: NameMap::default(),
             limits,
+            draining: AtomicBool::new(false),
         }
     }
 
     /// The limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Replaces the limits (before the engine serves anything).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// From now on, answers every new call UNAVAILABLE ("server shutting
+    /// down") without running it; calls already decoded are not affected.
+    /// Pings are still answered. Used by a graceful shutdown while in-flight
+    /// calls drain.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`start_draining`](ServerEngine::start_draining) was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Registers `service`; each method's dispatch starts as the service's
@@ -497,6 +529,10 @@ impl ServerEngine {
                 progress.responses += 1;
             }
         };
+        if self.draining.load(Ordering::SeqCst) {
+            reject(Status::unavailable("server shutting down"));
+            return;
+        }
         let Some(entry) = self.services.get(&header.service[..]) else {
             reject(Status::unimplemented(format!(
                 "unknown service {}",

@@ -1,4 +1,5 @@
-//! The `Client` and the generated stubs, in process (no sockets yet).
+//! The `Client` and the generated stubs, in process (no sockets; see
+//! `net.rs` for the same over sockets).
 
 mod common;
 
@@ -198,12 +199,17 @@ fn a_request_over_the_frame_limit_is_not_sent() {
 }
 
 #[test]
-fn connect_is_not_wired_yet_and_says_so() {
-    let e = Client::connect("127.0.0.1:1", ClientOptions::default()).unwrap_err();
+fn connect_rejects_bad_addresses_and_dead_servers() {
+    // A port nobody listens on: refused at once.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e = Client::connect(&format!("127.0.0.1:{port}"), ClientOptions::default()).unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
-    assert!(e.message().contains("transport not wired yet"), "{e}");
+    assert!(e.message().contains("cannot connect"), "{e}");
     let e = Client::connect("not an address", ClientOptions::default()).unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let e = Client::connect("unix:/tmp/x.sock", ClientOptions::default()).unwrap_err();
+    let e = Client::connect("unix:/nonexistent/x.sock", ClientOptions::default()).unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
 }

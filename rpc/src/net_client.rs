@@ -1,0 +1,417 @@
+//! The network backend of [`Client`](crate::Client): a few multiplexed
+//! connections served by one client event loop.
+//!
+//! Each connection has a [`ClientSession`] (its call table) and an
+//! *outbox*. A caller encodes its request into the outbox under a short
+//! lock, then tries to become the connection's flusher: the flusher moves
+//! everything staged into the connection's writer and sends it with one
+//! `sendmsg`, and keeps doing so while other callers stage more meanwhile.
+//! Callers that find a flusher at work return at once — their bytes go out
+//! with its next send. So under contention many requests share a syscall
+//! ("flush combining"), and no caller ever waits behind another's
+//! `sendmsg`.
+//!
+//! Responses are read on the client loop thread: `on_request` hands the
+//! input to [`ClientSession::handle_input`], which completes the calls
+//! (waking blocked threads or futures). A connection that closes fails its
+//! pending calls with UNAVAILABLE (close callback); the next call that
+//! picks it sees `!is_active()` and dials a new one. After a failed dial,
+//! calls to that slot fail fast with the same UNAVAILABLE for
+//! [`ClientOptions::reconnect_backoff`].
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use ferropoll_linkbuffer::LinkBuffer;
+use ferropoll_transport::{Connection, EventLoop, Handler};
+use parking_lot::{Mutex, RwLock};
+use prost::Message;
+
+use crate::call::CallFuture;
+use crate::client::{CallOptions, ClientOptions, ClientSession};
+use crate::codec::Limits;
+use crate::deadline_timer::{DeadlineTimer, Expire};
+use crate::net_server::announce_partial_frame;
+use crate::status::{Code, Status};
+
+/// Where the server is.
+#[derive(Clone, Debug)]
+pub(crate) enum Target {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(a) => f.write_str(a),
+            Target::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// One connection and its calls.
+pub(crate) struct ConnSession {
+    conn: Connection,
+    session: ClientSession,
+    staged: Mutex<LinkBuffer>,
+    /// Bytes were staged since the flusher last took them.
+    pending: AtomicBool,
+    /// A caller is moving staged bytes to the socket.
+    flushing: AtomicBool,
+}
+
+impl ConnSession {
+    fn is_usable(&self) -> bool {
+        self.conn.is_active() && !self.session.is_closed()
+    }
+
+    fn start_call<Req: Message, Resp: Message + Default>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        options: &CallOptions,
+    ) -> CallFuture<Resp> {
+        let call = {
+            let mut staged = self.staged.lock();
+            self.session
+                .start_call(&mut staged, service, method, req, options)
+        };
+        if call.seq() != 0 {
+            self.kick();
+        }
+        call
+    }
+
+    /// Sends what is staged, unless another caller is doing so (it will
+    /// send ours too: it re-checks `pending` after each send).
+    fn kick(&self) {
+        self.pending.store(true, Ordering::SeqCst);
+        while self
+            .flushing
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            if self.pending.swap(false, Ordering::SeqCst) {
+                let frames = std::mem::replace(&mut *self.staged.lock(), LinkBuffer::new());
+                let mut w = self.conn.writer();
+                w.append(frames);
+                if let Err(e) = w.flush() {
+                    // The transport closes the connection; the close callback
+                    // fails the pending calls.
+                    tracing::debug!(conn = self.conn.id(), "rpc request not sent: {e}");
+                }
+            }
+            self.flushing.store(false, Ordering::SeqCst);
+            if !self.pending.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+    }
+}
+
+/// The sessions of the client's open connections by connection id: how the
+/// loop's handler finds a connection's session, and what the timer expires.
+#[derive(Default)]
+struct Registry {
+    sessions: Mutex<HashMap<u64, Arc<ConnSession>>>,
+}
+
+impl Expire for Registry {
+    fn expire(&self, now: Instant) -> Option<Instant> {
+        let sessions: Vec<Arc<ConnSession>> = self.sessions.lock().values().cloned().collect();
+        sessions
+            .iter()
+            .filter_map(|cs| {
+                cs.session.expire(now);
+                cs.session.next_deadline()
+            })
+            .min()
+    }
+}
+
+/// The client loop's handler.
+struct ClientHandler {
+    registry: Arc<Registry>,
+    limits: Limits,
+}
+
+impl Handler for ClientHandler {
+    type State = Option<Arc<ConnSession>>;
+
+    fn on_connect(&self, _conn: &Connection) -> Self::State {
+        None
+    }
+
+    fn on_request(&self, state: &mut Self::State, conn: &Connection) -> io::Result<()> {
+        if state.is_none() {
+            *state = self.registry.sessions.lock().get(&conn.id()).cloned();
+        }
+        // Not registered yet: the server cannot have answered anything we
+        // sent (we register before sending); leave the bytes for later.
+        let Some(cs) = state else { return Ok(()) };
+        let mut reader = conn.reader();
+        match cs.session.handle_input(&mut reader) {
+            Ok(_) => {
+                announce_partial_frame(&mut reader, &self.limits);
+                Ok(())
+            }
+            Err(e) => {
+                // The session failed its calls already.
+                tracing::warn!(conn = conn.id(), peer = %conn.peer_addr(), "rpc client closes the connection: {e}");
+                drop(reader);
+                conn.close();
+                Ok(())
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    current: Option<Arc<ConnSession>>,
+    last_failure: Option<(Instant, Status)>,
+}
+
+/// The network half of a [`Client`](crate::Client).
+pub(crate) struct NetClient {
+    target: Target,
+    options: ClientOptions,
+    lp: EventLoop,
+    registry: Arc<Registry>,
+    slots: Box<[RwLock<Slot>]>,
+    next: AtomicUsize,
+    timer: OnceLock<Option<DeadlineTimer>>,
+}
+
+impl NetClient {
+    /// Starts the client loop and dials every connection.
+    pub(crate) fn connect(target: Target, options: ClientOptions) -> Result<NetClient, Status> {
+        let registry = Arc::new(Registry::default());
+        let lp = EventLoop::builder()
+            .name("ferropoll-rpc-client")
+            .num_loops(1)
+            .build(ClientHandler {
+                registry: Arc::clone(&registry),
+                limits: options.limits,
+            })
+            .map_err(|e| Status::unavailable(format!("cannot start the client loop: {e}")))?;
+        let slots = (0..options.connections.max(1))
+            .map(|_| RwLock::new(Slot::default()))
+            .collect();
+        let client = NetClient {
+            target,
+            options,
+            lp,
+            registry,
+            slots,
+            next: AtomicUsize::new(0),
+            timer: OnceLock::new(),
+        };
+        for slot in client.slots.iter() {
+            let cs = client.dial()?;
+            slot.write().current = Some(cs);
+        }
+        Ok(client)
+    }
+
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Dials one connection and registers its session.
+    fn dial(&self) -> Result<Arc<ConnSession>, Status> {
+        let timeout = self.options.connect_timeout;
+        let conn = match &self.target {
+            Target::Tcp(addr) => self.lp.dial_tcp(addr.as_str(), timeout),
+            Target::Unix(path) => self.lp.dial_unix(path, timeout),
+        }
+        .map_err(|e| Status::unavailable(format!("cannot connect to {}: {e}", self.target)))?;
+        let cs = Arc::new(ConnSession {
+            conn: conn.clone(),
+            session: ClientSession::new(&self.options),
+            staged: Mutex::new(LinkBuffer::new()),
+            pending: AtomicBool::new(false),
+            flushing: AtomicBool::new(false),
+        });
+        self.registry
+            .sessions
+            .lock()
+            .insert(conn.id(), Arc::clone(&cs));
+        let registry = Arc::downgrade(&self.registry);
+        // Runs at once if the connection closed already.
+        conn.add_close_callback(move |conn| {
+            let cs = registry
+                .upgrade()
+                .and_then(|r| r.sessions.lock().remove(&conn.id()));
+            if let Some(cs) = cs {
+                cs.session
+                    .close(Status::unavailable("connection to the server lost"));
+            }
+        });
+        Ok(cs)
+    }
+
+    /// Runs `f` with a usable connection of slot `i`, dialing one if needed.
+    fn with_slot<T>(&self, i: usize, f: impl FnOnce(&ConnSession) -> T) -> Result<T, Status> {
+        {
+            let slot = self.slots[i].read();
+            if let Some(cs) = &slot.current {
+                if cs.is_usable() {
+                    return Ok(f(cs));
+                }
+            }
+        }
+        let mut slot = self.slots[i].write();
+        if let Some(cs) = &slot.current {
+            if cs.is_usable() {
+                return Ok(f(cs));
+            }
+        }
+        if let Some((at, status)) = &slot.last_failure {
+            if at.elapsed() < self.options.reconnect_backoff {
+                return Err(status.clone());
+            }
+        }
+        if let Some(old) = slot.current.take() {
+            old.conn.close();
+        }
+        match self.dial() {
+            Ok(cs) => {
+                slot.last_failure = None;
+                let out = f(&cs);
+                slot.current = Some(cs);
+                Ok(out)
+            }
+            Err(status) => {
+                slot.last_failure = Some((Instant::now(), status.clone()));
+                Err(status)
+            }
+        }
+    }
+
+    /// Runs `f` on the connections in turn, starting round-robin, until it
+    /// returns something that is not "try another connection".
+    fn pick<T>(
+        &self,
+        mut f: impl FnMut(&ConnSession) -> T,
+        retry: impl Fn(&T) -> bool,
+    ) -> Result<T, Status> {
+        let n = self.slots.len();
+        let first = if n == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        };
+        let mut last = None;
+        for k in 0..n {
+            match self.with_slot((first + k) % n, &mut f) {
+                Ok(out) if k + 1 < n && retry(&out) => last = Some(Ok(out)),
+                Ok(out) => return Ok(out),
+                Err(status) => last = Some(Err(status)),
+            }
+        }
+        last.unwrap_or_else(|| Err(Status::unavailable("no connection")))
+    }
+
+    pub(crate) fn start<Req: Message, Resp: Message + Default>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        options: &CallOptions,
+    ) -> CallFuture<Resp> {
+        let picked = self.pick(
+            |cs| cs.start_call::<Req, Resp>(service, method, req, options),
+            // A full connection: another may have room.
+            |call| {
+                call.failure()
+                    .is_some_and(|s| s.code() == Code::ResourceExhausted)
+            },
+        );
+        picked.unwrap_or_else(CallFuture::failed)
+    }
+
+    /// Makes sure an unpolled future still fails at its deadline.
+    pub(crate) fn watch_deadline(&self, deadline: Option<Instant>) {
+        let Some(deadline) = deadline else { return };
+        let timer = self.timer.get_or_init(|| {
+            let target: Weak<dyn Expire> = Arc::downgrade(&self.registry) as Weak<dyn Expire>;
+            DeadlineTimer::start("ferropoll-rpc-timer", target)
+                .map_err(|e| tracing::error!("cannot start the rpc deadline timer: {e}"))
+                .ok()
+        });
+        if let Some(timer) = timer {
+            timer.arm(deadline);
+        }
+    }
+
+    pub(crate) fn oneway<Req: Message>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        options: &CallOptions,
+    ) -> Result<(), Status> {
+        self.pick(
+            |cs| {
+                let sent = {
+                    let mut staged = cs.staged.lock();
+                    cs.session
+                        .send_oneway(&mut staged, service, method, req, options)
+                };
+                if sent.is_ok() {
+                    cs.kick();
+                }
+                sent
+            },
+            |_| false,
+        )?
+    }
+
+    pub(crate) fn ping(&self, timeout: Duration) -> Result<(), Status> {
+        let call = self.pick(
+            |cs| {
+                let call = cs.session.start_ping(&mut cs.staged.lock(), Some(timeout));
+                if call.seq() != 0 {
+                    cs.kick();
+                }
+                call
+            },
+            |_| false,
+        )?;
+        call.wait()
+    }
+
+    /// Connections open now.
+    pub(crate) fn open_connections(&self) -> usize {
+        self.registry.sessions.lock().len()
+    }
+}
+
+impl Drop for NetClient {
+    fn drop(&mut self) {
+        let sessions: Vec<Arc<ConnSession>> = self
+            .registry
+            .sessions
+            .lock()
+            .drain()
+            .map(|(_, cs)| cs)
+            .collect();
+        for cs in sessions {
+            cs.session
+                .close(Status::cancelled("the client was dropped"));
+            cs.conn.close();
+        }
+        for slot in self.slots.iter() {
+            slot.write().current = None;
+        }
+        // Closes the sockets and joins the loop thread (unless this is it).
+        let _ = self.lp.shutdown(Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,457 @@
+//! [`Server`]: a [`ServerEngine`] served over sockets by a transport
+//! [`EventLoop`].
+//!
+//! The glue is one transport handler. Each accepted connection gets a
+//! [`ServerConn`]; when input arrives, `on_request` runs on the loop thread
+//! and hands the connection's reader and writer to
+//! [`ServerEngine::process`], which decodes every whole frame, runs inline
+//! handlers and encodes their responses straight into the writer; the
+//! handler then flushes **once** (pipelined requests → one `sendmsg`).
+//! Pool-dispatched calls come back as [`DeferredCall`]s and go to a gopool
+//! worker, which runs the call, appends its answer under the writer lock
+//! and flushes; a pool that refuses the task gets the call answered
+//! UNAVAILABLE instead. A framing violation flushes the ERROR frame the
+//! engine wrote, logs the reason and closes that connection only.
+//!
+//! Graceful shutdown: the engine starts draining (new calls are answered
+//! UNAVAILABLE, "server shutting down"), the pool-dispatched calls in
+//! flight are awaited, then the event loop stops accepting, lets running
+//! handlers finish, sends pending output and closes the connections.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ferropoll_gopool::Pool;
+use ferropoll_transport::{Addr, Connection, EventLoop, Handler, Listener, Stats};
+use parking_lot::{Condvar, Mutex};
+
+use crate::codec::{self, Limits};
+use crate::context::PeerAddr;
+use crate::server::{DeferredCall, RegisterError, ServerConn, ServerEngine, ServiceConfig};
+use crate::service::Service;
+use crate::status::Status;
+
+/// Configures a [`Server`]: its services, limits and event loops.
+///
+/// Defaults: one loop per core, the default [`Limits`], a 30 s read timeout
+/// (a connection whose partial frame makes no progress for that long is
+/// closed), no idle timeout, at most 100,000 connections, gopool's default
+/// pool for pool-dispatched methods. Other transport settings are reachable
+/// through [`event_loop`](ServerBuilder::event_loop).
+///
+/// ```
+/// use std::time::Duration;
+/// use ferropoll_rpc::{Context, Dispatch, LinkBuffer, Reply, Server, Service};
+///
+/// struct Upper;
+/// impl Service for Upper {
+///     fn name(&self) -> &'static str { "demo.Upper" }
+///     fn methods(&self) -> &'static [&'static str] { &["Call", "Slow"] }
+///     fn call(&self, _method: usize, ctx: &Context, request: LinkBuffer, reply: Reply<'_>) {
+///         reply.unary(ctx, request, |_ctx, s: String| Ok(s.to_uppercase()))
+///     }
+/// }
+///
+/// let mut builder = Server::builder().num_loops(1).idle_timeout(Some(Duration::from_secs(60)));
+/// builder.register(Upper)?.method_dispatch("Slow", Dispatch::Pool)?;
+/// let server = builder.build()?;
+/// let addr = server.listen(ferropoll_rpc::Listener::bind_tcp("127.0.0.1:0")?)?;
+/// # let _ = addr;
+/// server.shutdown(Duration::from_secs(1))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ServerBuilder {
+    engine: ServerEngine,
+    loops: ferropoll_transport::Builder,
+    pool: Option<Pool>,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("engine", &self.engine)
+            .field("loops", &self.loops)
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        let mut loops = EventLoop::builder();
+        loops
+            .name("ferropoll-rpc")
+            .read_timeout(Some(Duration::from_secs(30)));
+        ServerBuilder {
+            engine: ServerEngine::new(),
+            loops,
+            pool: None,
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// Event-loop threads (default: one per core).
+    #[must_use = "builder setters return the changed builder"]
+    pub fn num_loops(mut self, n: usize) -> Self {
+        self.loops.num_loops(n);
+        self
+    }
+
+    /// Frame, header, metadata and in-flight limits of every connection.
+    #[must_use = "builder setters return the changed builder"]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.engine.set_limits(limits);
+        self
+    }
+
+    /// How long a partial frame may make no progress before its connection
+    /// is closed (default 30 s; `None`: forever).
+    #[must_use = "builder setters return the changed builder"]
+    pub fn read_timeout(mut self, d: Option<Duration>) -> Self {
+        self.loops.read_timeout(d);
+        self
+    }
+
+    /// Closes connections idle (no input, nothing to send) for this long
+    /// (default: never). Clients reconnect on their next call.
+    #[must_use = "builder setters return the changed builder"]
+    pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
+        self.loops.idle_timeout(d);
+        self
+    }
+
+    /// Most open connections; more are accepted and closed at once.
+    #[must_use = "builder setters return the changed builder"]
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.loops.max_connections(n);
+        self
+    }
+
+    /// The pool that runs [`Dispatch::Pool`](crate::Dispatch::Pool) methods
+    /// (default: gopool's process-wide pool).
+    #[must_use = "builder setters return the changed builder"]
+    pub fn pool(mut self, pool: Pool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// The transport builder, for the settings not mirrored here (balance,
+    /// write timeout, keepalive, input high-water mark, backlog, thread
+    /// name). Its dispatch is ignored: RPC handlers choose theirs per
+    /// method.
+    pub fn event_loop(&mut self) -> &mut ferropoll_transport::Builder {
+        &mut self.loops
+    }
+
+    /// Registers a service; see [`ServerEngine::register`].
+    ///
+    /// # Errors
+    ///
+    /// [`RegisterError::DuplicateService`] if the name is taken.
+    pub fn register<S: Service>(&mut self, service: S) -> Result<ServiceConfig<'_>, RegisterError> {
+        self.engine.register(service)
+    }
+
+    /// Registers a shared service; see [`ServerEngine::register_arc`].
+    ///
+    /// # Errors
+    ///
+    /// [`RegisterError::DuplicateService`] if the name is taken.
+    pub fn register_arc(
+        &mut self,
+        service: Arc<dyn Service>,
+    ) -> Result<ServiceConfig<'_>, RegisterError> {
+        self.engine.register_arc(service)
+    }
+
+    /// Starts the event loops (nothing is accepted until
+    /// [`Server::listen`]).
+    ///
+    /// # Errors
+    ///
+    /// The loops could not be created (epoll, eventfd or thread creation failed).
+    pub fn build(mut self) -> io::Result<Server> {
+        self.loops.dispatch(ferropoll_transport::Dispatch::Inline);
+        let shared = Arc::new(Shared {
+            engine: self.engine,
+            pool: self.pool,
+            busy: AtomicUsize::new(0),
+            drained: Mutex::new(()),
+            drained_cv: Condvar::new(),
+        });
+        let lp = self.loops.build(RpcHandler {
+            shared: Arc::clone(&shared),
+        })?;
+        Ok(Server { shared, lp })
+    }
+}
+
+struct Shared {
+    engine: ServerEngine,
+    pool: Option<Pool>,
+    /// Handler rounds running plus pool-dispatched calls not yet answered:
+    /// a graceful shutdown waits for 0 after the engine started draining (a
+    /// round that began before may still hand calls to the pool; one that
+    /// begins after sees the engine draining — both sides use `SeqCst`).
+    busy: AtomicUsize,
+    drained: Mutex<()>,
+    drained_cv: Condvar,
+}
+
+impl Shared {
+    fn pool(&self) -> &Pool {
+        self.pool
+            .as_ref()
+            .unwrap_or_else(|| ferropoll_gopool::default_pool())
+    }
+
+    fn enter(&self) {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// [`enter`](Shared::enter) until the guard drops (even by a panic).
+    fn round(&self) -> Busy<'_> {
+        self.enter();
+        Busy(self)
+    }
+
+    fn leave(&self) {
+        if self.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let _guard = self.drained.lock();
+            self.drained_cv.notify_all();
+        }
+    }
+
+    /// Waits until nothing is busy, or `until`; returns whether drained.
+    fn wait_idle(&self, until: Instant) -> bool {
+        let mut guard = self.drained.lock();
+        while self.busy.load(Ordering::SeqCst) > 0 {
+            if self.drained_cv.wait_until(&mut guard, until).timed_out() {
+                return self.busy.load(Ordering::SeqCst) == 0;
+            }
+        }
+        true
+    }
+}
+
+struct Busy<'a>(&'a Shared);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
+/// An RPC server: registered services served by event-loop threads.
+///
+/// Build one with [`Server::builder`]; see [`ServerBuilder`] for an example.
+/// A cheap `Clone` handle (one thread may [`serve`](Server::serve) while
+/// another calls [`shutdown`](Server::shutdown)); when the last handle
+/// drops, the loops stop at once.
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+    lp: EventLoop,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("engine", &self.shared.engine)
+            .field("event_loop", &self.lp)
+            .field("busy", &self.shared.busy.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Server {
+    /// A builder with the defaults listed on [`ServerBuilder`].
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// Starts accepting on `listener` (TCP or Unix); returns its address.
+    ///
+    /// # Errors
+    ///
+    /// The listener cannot be registered, or the server is shut down.
+    pub fn listen(&self, listener: impl Into<Listener>) -> io::Result<Addr> {
+        self.lp.listen(listener)
+    }
+
+    /// Listens on `listener` and blocks until the server is shut down.
+    ///
+    /// # Errors
+    ///
+    /// As [`listen`](Server::listen).
+    pub fn serve(&self, listener: impl Into<Listener>) -> io::Result<()> {
+        self.lp.serve(listener)
+    }
+
+    /// Graceful shutdown within `deadline`: new calls are answered
+    /// UNAVAILABLE, pool-dispatched calls in flight finish and are answered,
+    /// then the loops stop accepting, running handlers finish, pending
+    /// output is sent and the connections are closed.
+    ///
+    /// # Errors
+    ///
+    /// `ErrorKind::TimedOut` if something was still running at the deadline
+    /// (it was closed then).
+    pub fn shutdown(&self, deadline: Duration) -> io::Result<()> {
+        let end = Instant::now() + deadline;
+        self.shared.engine.start_draining();
+        let drained = self.shared.wait_idle(end);
+        let rest = end.saturating_duration_since(Instant::now());
+        self.lp.shutdown(rest)?;
+        if drained {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "shutdown deadline passed with pool calls still running",
+            ))
+        }
+    }
+
+    /// The engine (services, limits).
+    pub fn engine(&self) -> &ServerEngine {
+        &self.shared.engine
+    }
+
+    /// The transport's counters (connections, bytes, timeouts).
+    pub fn stats(&self) -> Stats {
+        self.lp.stats()
+    }
+
+    /// The event loops.
+    pub fn event_loop(&self) -> &EventLoop {
+        &self.lp
+    }
+}
+
+/// The transport handler of a server.
+struct RpcHandler {
+    shared: Arc<Shared>,
+}
+
+/// Per-connection state.
+struct ConnState {
+    conn: ServerConn,
+    deferred: Vec<DeferredCall>,
+}
+
+impl Handler for RpcHandler {
+    type State = ConnState;
+
+    fn on_connect(&self, conn: &Connection) -> ConnState {
+        let peer = match conn.peer_addr() {
+            ferropoll_transport::Addr::Tcp(a) => PeerAddr::from(*a),
+            other => PeerAddr::other(other.to_string()),
+        };
+        ConnState {
+            conn: ServerConn::new(peer),
+            deferred: Vec::new(),
+        }
+    }
+
+    fn on_request(&self, state: &mut ConnState, conn: &Connection) -> io::Result<()> {
+        let engine = &self.shared.engine;
+        let _busy = self.shared.round();
+        let now = Instant::now();
+        let mut reader = conn.reader();
+        let mut writer = conn.writer();
+        let result = engine.process(
+            &state.conn,
+            &mut reader,
+            &mut writer,
+            &mut state.deferred,
+            now,
+        );
+        if result.is_ok() {
+            announce_partial_frame(&mut reader, engine.limits());
+        }
+        drop(reader);
+        let flushed = writer.flush();
+        drop(writer);
+        for call in state.deferred.drain(..) {
+            self.spawn(conn, call);
+        }
+        if let Err(e) = result {
+            match e {
+                codec::ProtocolError::PeerError(_) => {
+                    tracing::debug!(peer = %state.conn.peer(), "rpc peer closing: {e}");
+                }
+                _ => tracing::warn!(peer = %state.conn.peer(), "rpc connection closed: {e}"),
+            }
+            conn.close();
+            return Ok(());
+        }
+        flushed
+    }
+}
+
+impl RpcHandler {
+    /// Runs a pool-dispatched call on the pool; answers UNAVAILABLE if the
+    /// pool refuses it.
+    fn spawn(&self, conn: &Connection, call: DeferredCall) {
+        self.shared.enter();
+        // The call sits in a slot so that it can be taken back (and
+        // answered) if the pool hands the task back.
+        let slot = Arc::new(Mutex::new(Some(call)));
+        let task = {
+            let slot = Arc::clone(&slot);
+            let conn = conn.clone();
+            let shared = Arc::clone(&self.shared);
+            move || {
+                if let Some(call) = slot.lock().take() {
+                    let mut out = ferropoll_linkbuffer::LinkBuffer::new();
+                    if call.run(&mut out) {
+                        send(&conn, out);
+                    }
+                }
+                shared.leave();
+            }
+        };
+        if let Err(e) = self.shared.pool().try_go(task) {
+            let why = if e.is_full() {
+                "worker pool queue full"
+            } else {
+                "worker pool shut down"
+            };
+            drop(e); // drops the task and its reference to the slot
+            if let Some(call) = slot.lock().take() {
+                let mut out = ferropoll_linkbuffer::LinkBuffer::new();
+                if call.reject(&Status::unavailable(why), &mut out) {
+                    send(conn, out);
+                }
+            }
+            self.shared.leave();
+        }
+    }
+}
+
+/// Appends `frames` to the connection's output and flushes.
+fn send(conn: &Connection, frames: ferropoll_linkbuffer::LinkBuffer) {
+    let mut w = conn.writer();
+    w.append(frames);
+    if let Err(e) = w.flush() {
+        tracing::debug!(conn = conn.id(), "rpc response not sent: {e}");
+    }
+}
+
+/// If a partial frame waits at the front of `reader`, tells the transport
+/// how many bytes it needs (a frame larger than the input high-water mark
+/// would otherwise stall with reading paused).
+pub(crate) fn announce_partial_frame(
+    reader: &mut ferropoll_transport::Reader<'_>,
+    limits: &Limits,
+) {
+    if let Some(n) = codec::frame_len(reader, limits) {
+        // `WouldBlock` is the expected answer: the frame is not complete.
+        let _ = reader.wait(n);
+    }
+}
