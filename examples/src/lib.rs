@@ -1,5 +1,6 @@
 //! Shared pieces of the example binaries.
 #![deny(unsafe_code)]
 pub mod echo;
+pub mod http;
 pub mod pb;
 pub mod resp;
