@@ -17,8 +17,9 @@ use std::io::IoSlice;
 
 use bytes::Bytes;
 
+use crate::arena;
 use crate::error::{Error, Result};
-use crate::node::Slot;
+use crate::node::{NODE_HEADER, Slot};
 use crate::slots::Slots;
 
 /// Size of a node allocated for small writes.
@@ -118,6 +119,14 @@ impl fmt::Debug for LinkBuffer {
             .field("read_size", &self.read_size)
             .finish()
     }
+}
+
+/// Size of a node whose data area holds at least `room` bytes: each node
+/// starts with a small header (its reference count and capacity) inside its
+/// own mcache buffer.
+#[inline]
+fn node_size(room: usize) -> usize {
+    room.saturating_add(NODE_HEADER)
 }
 
 /// Whether an owned tail node should take a write of `n` bytes at all
@@ -228,6 +237,20 @@ impl LinkBuffer {
 
     /// Copies the first `n <= len` readable bytes to the end of `dst`.
     fn copy_prefix(&self, n: usize, dst: &mut Vec<u8>) {
+        let mut left = n;
+        for s in self.slots.iter() {
+            if left == 0 {
+                break;
+            }
+            let c = s.content();
+            let m = c.len().min(left);
+            dst.extend_from_slice(&c[..m]);
+            left -= m;
+        }
+    }
+
+    /// Copies the first `n <= len` readable bytes to the end of `dst`.
+    fn copy_prefix_into(&self, n: usize, dst: &mut bytes::BytesMut) {
         let mut left = n;
         for s in self.slots.iter() {
             if left == 0 {
@@ -474,13 +497,13 @@ impl LinkBuffer {
             let view = match self.slots.front_mut() {
                 Some(s) => {
                     let r = s.len().min(readable);
-                    s.view(n, r)
+                    s.split_view(n, r)
                 }
                 None => unreachable!("n > 0 readable bytes lie in a slot"),
             };
             self.consume(n);
             let mut out = LinkBuffer::new();
-            out.slots.push_back(Slot::shared(view));
+            out.slots.push_back(view);
             out.len = n;
             out.total = n;
             return Ok(out);
@@ -501,8 +524,7 @@ impl LinkBuffer {
             let l = s.len();
             let take = left.min(l);
             if take > 0 {
-                let view = s.view(take, l.min(readable));
-                out.slots.push_back(Slot::shared(view));
+                out.slots.push_back(s.split_view(take, l.min(readable)));
             }
             left -= take;
             readable -= l.min(readable);
@@ -552,10 +574,15 @@ impl LinkBuffer {
 
     #[inline(never)]
     fn next_bytes_copied(&mut self, n: usize) -> Bytes {
-        let mut v = Vec::with_capacity(n);
-        self.copy_prefix(n, &mut v);
+        let b = if n <= arena::COPY_MAX {
+            arena::copy(n, |dst| self.copy_prefix_into(n, dst))
+        } else {
+            let mut v = Vec::with_capacity(n);
+            self.copy_prefix(n, &mut v);
+            Bytes::from(v)
+        };
         self.consume(n);
-        Bytes::from(v)
+        b
     }
 
     /// Fills `dst` with the readable bytes, one `IoSlice` per node, for
@@ -666,7 +693,8 @@ impl LinkBuffer {
             return &mut [];
         }
         self.total += n;
-        self.tail_with(n, n.max(BLOCK_SIZE)).commit_mut(n)
+        self.tail_with(n, node_size(n).max(BLOCK_SIZE))
+            .commit_mut(n)
     }
 
     /// Bytes written since the last flush, by any write (`malloc`,
@@ -768,7 +796,7 @@ impl LinkBuffer {
             }
         }
         while !src.is_empty() {
-            self.push_node(src.len().clamp(BLOCK_SIZE, MAX_NODE));
+            self.push_node(node_size(src.len()).clamp(BLOCK_SIZE, MAX_NODE));
             let t = self.tail();
             let m = t.spare().min(src.len());
             t.write(&src[..m]);
@@ -879,7 +907,9 @@ impl LinkBuffer {
             if carry {
                 self.carry_into_new_node(want);
             } else {
-                self.push_node(want);
+                // A power-of-two read size fills its class exactly, less
+                // the node header; `min` itself must fit whole.
+                self.push_node(want.max(node_size(min)));
             }
         }
         let size = self.tail().spare().min(want);
@@ -898,7 +928,7 @@ impl LinkBuffer {
     /// from the old node keep it alive as usual.
     #[cold]
     fn carry_into_new_node(&mut self, want: usize) {
-        let mut slot = Slot::alloc(self.total + want);
+        let mut slot = Slot::alloc(node_size(self.total + want));
         if let Some(old) = self.slots.pop_back() {
             slot.write(old.content());
         }
@@ -934,7 +964,9 @@ impl LinkBuffer {
 
     fn adapt(&mut self, n: usize, booked: usize) {
         let size = self.read_size as usize;
-        let next = if n == booked && booked >= size {
+        // A fresh node of the read size has room for the read size less the
+        // node header: a booking that large is a full-size one.
+        let next = if n == booked && booked >= size - NODE_HEADER {
             self.small_reads = 0;
             (size * 2).min(MAX_READ_SIZE)
         } else if n < size / 2 {

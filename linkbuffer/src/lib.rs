@@ -94,6 +94,7 @@
 //! `size_of::<LinkBuffer>()` is 120 bytes on 64-bit targets.
 #![deny(unsafe_code)]
 
+mod arena;
 mod buf_impls;
 mod buffer;
 mod error;
@@ -102,4 +103,4 @@ mod slots;
 
 pub use buffer::{BLOCK_SIZE, LINK_MIN, LinkBuffer, MAX_NODE, MAX_READ_SIZE, MIN_READ_SIZE};
 pub use error::{Error, Result};
-pub use node::pinned_bytes;
+pub use node::{NODE_HEADER, pinned_bytes};

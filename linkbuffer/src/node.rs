@@ -1,13 +1,22 @@
 //! Nodes and the slots that window them — the only module with `unsafe`.
 //!
-//! A [`Node`] is one mcache [`Buf`] shared by reference count ([`Arc`]). It
-//! is reached through raw pointers because two kinds of users touch it at
-//! once, possibly from different threads:
+//! A node is one mcache buffer shared by reference count. Its 16-byte
+//! [`Header`] — the reference count and the buffer's capacity — lives in
+//! the first bytes of the buffer itself, so creating and freeing a node is
+//! one mcache `malloc` and one drop, both served by mcache's thread cache:
+//! no call into the system allocator per node (an `Arc<Node>` cost one
+//! allocation and one free per node, i.e. per message when each message
+//! gets a fresh node). A [`NodeRef`] is one counted reference: a pointer to
+//! the header, with the data starting [`NODE_HEADER`] bytes after it.
+//!
+//! Two kinds of users touch a node at once, possibly from different
+//! threads:
 //!
 //! - exactly one **owner** — the owned [`Slot`] in some `LinkBuffer` that
 //!   allocated the node (moved, never copied, by `append`) — which may
 //!   *write* the bytes at and after its `end`;
-//! - any number of **views** — [`Bytes`] made by [`Slot::view`] over a
+//! - any number of **views** — node-view slots made by [`Slot::split_view`]
+//!   (what `slice` returns) and [`Bytes`] made by [`Slot::view`] over a
 //!   [`NodeView`] — which *read* bytes before the owner's `frozen` mark.
 //!
 //! The disjointness invariant that makes this sound, kept by this module
@@ -15,8 +24,8 @@
 //!
 //! 1. every view covers only bytes below `frozen`, and `frozen <= end`;
 //! 2. the owner writes only bytes at or after `end`
-//!    ([`Slot::spare_mut`], [`Slot::commit_mut`]); a shared slot writes
-//!    nothing (its `spare` is 0);
+//!    ([`Slot::spare_mut`], [`Slot::commit_mut`]); a view or shared slot
+//!    writes nothing (its `limit`, hence its spare room, is 0);
 //! 3. `end` never moves below `frozen` ([`Slot::truncate`] refuses);
 //! 4. `frozen` only grows.
 //!
@@ -24,18 +33,29 @@
 //! view, or frozen forever and only read. No `&mut [u8]` is ever made over a
 //! byte below `end`, except by [`Slot::commit_mut`], which hands out the
 //! bytes it has just moved `end` past, before any view can exist over them
-//! (views need `frozen` past them, which needs a later `&mut self`).
+//! (views need `frozen` past them, which needs a later `&mut self`). A
+//! `Bytes` is only ever made over bytes already written and frozen: its
+//! pointer comes from a shared borrow of them, which later writes of other
+//! bytes do not disturb.
+//!
+//! The header is reached only through atomics (`&Header`), never through a
+//! byte slice; the data area `NODE_HEADER..capacity` is reached only
+//! through the slots and views above. When the last reference drops, the
+//! buffer goes back to mcache; the header's bytes are plain integers, so
+//! mcache's "every byte initialised" invariant holds for the next owner.
 //!
 //! Pinned bytes: when an owner slot is dropped while views still hold its
 //! node, the node's capacity is added to a global counter, once, and taken
 //! off when the last view drops ([`pinned_bytes`]).
 #![allow(unsafe_code)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 
 use bytes::Bytes;
 use ferropoll_mcache::Buf;
+
+use crate::arena;
 
 /// Bytes of nodes kept alive only by views after their owner let them go.
 static PINNED: AtomicU64 = AtomicU64::new(0);
@@ -55,159 +75,274 @@ static PINNED: AtomicU64 = AtomicU64::new(0);
 /// use ferropoll_linkbuffer::{LinkBuffer, pinned_bytes};
 ///
 /// let mut buf = LinkBuffer::new();
-/// buf.write_binary(b"header+payload");
+/// buf.write_binary(&[1; 6000]); // say, a read of many frames
 /// buf.flush();
-/// let payload = buf.next_bytes(6).unwrap();
+/// let frame = buf.slice(100).unwrap(); // a view into the node
 /// buf.skip(buf.len()).unwrap();
-/// buf.release(); // the node is consumed, but `payload` still points into it
-/// assert!(pinned_bytes() >= 64);
-/// drop(payload); // last view gone: the node returns to mcache
+/// buf.release(); // the node is consumed, but `frame` still points into it
+/// assert!(pinned_bytes() >= 8192);
+/// drop(frame); // last view gone: the node returns to mcache
 /// ```
 pub fn pinned_bytes() -> u64 {
     PINNED.load(Ordering::Relaxed)
 }
 
-/// One mcache buffer, shared by its owner slot and its views.
-pub(crate) struct Node {
-    /// Start of the buffer, taken once through `Buf::as_mut_ptr` while the
-    /// node was unique; every access goes through it.
-    ptr: *mut u8,
-    /// The buffer's capacity: all of it is initialised (mcache's contract).
-    cap: usize,
-    /// Set once when the owner let go while views remained.
-    pinned: AtomicBool,
-    /// Keeps the memory alive; never touched after construction except by
-    /// its own `Drop`.
-    _buf: Buf,
+/// A run that no cached view covers gets a view of its own (one
+/// `Bytes::from_owner`, which allocates, covering every readable byte of the
+/// node so that later runs share it) when at least this many readable bytes
+/// follow it in the node; a run of at most [`arena::COPY_MAX`] bytes with
+/// fewer behind it is copied into the thread's arena instead. So a read of
+/// many frames costs one view for all of them, and a read of one short
+/// message allocates nothing.
+const SHARE_MIN: usize = 4 << 10;
+
+/// Bytes at the start of every node's mcache buffer taken by the node's
+/// header (its reference count and capacity); the data area follows. So a
+/// node of an `n`-byte size class holds `n - NODE_HEADER` bytes of content,
+/// and a [`book`](crate::LinkBuffer::book) into a fresh node offers the read
+/// size less `NODE_HEADER`. 16 keeps the data 16-byte aligned.
+pub const NODE_HEADER: usize = 16;
+
+/// A node's bookkeeping, stored in the first [`NODE_HEADER`] bytes of its
+/// own buffer. `repr(C)` of two `usize` atomics: no padding, so every byte
+/// of it is initialised (mcache's contract for the next owner).
+#[repr(C)]
+struct Header {
+    /// Counted references: the owner slot, node-view slots, `NodeView`s.
+    refs: AtomicUsize,
+    /// The buffer's mcache capacity (header included), with [`PINNED_BIT`]
+    /// set once the owner let go while views remained.
+    meta: AtomicUsize,
 }
 
-// SAFETY: `Node` is a `Buf` (itself `Send + Sync`) plus a pointer into it.
-// Which thread may read or write which byte through that pointer is governed
-// by the module invariant (one writer above `end`, readers below `frozen`),
-// not by which thread holds the `Arc`, so sharing and sending it is sound.
-unsafe impl Send for Node {}
-// SAFETY: as for `Send`: shared access only reads frozen bytes, and the
-// owner's writes never touch them.
-unsafe impl Sync for Node {}
+const PINNED_BIT: usize = 1 << (usize::BITS - 1);
 
-impl Node {
-    /// Allocates a node of at least `size` bytes from mcache.
-    fn alloc(size: usize) -> Arc<Node> {
-        let buf = ferropoll_mcache::malloc(size);
-        let cap = buf.capacity();
-        let mut node = Arc::new(Node {
-            ptr: std::ptr::null_mut(),
-            cap,
-            pinned: AtomicBool::new(false),
-            _buf: buf,
-        });
-        // Take the pointer only once the `Buf` sits at its final address, so
-        // no later move of the `Buf` value can retag it.
-        let inner = Arc::get_mut(&mut node).expect("a fresh Arc is unique");
-        inner.ptr = inner._buf.as_mut_ptr();
-        node
+const _: () = {
+    assert!(std::mem::size_of::<Header>() == NODE_HEADER);
+    // mcache buffers are 16-byte aligned.
+    assert!(std::mem::align_of::<Header>() <= 16 && NODE_HEADER % 16 == 0);
+    // The smallest class has room for the header and some data.
+    assert!(ferropoll_mcache::MIN_CLASS > NODE_HEADER);
+};
+
+/// One counted reference to a node (see the module docs).
+///
+/// Invariant: `self.0` points to the initialised [`Header`] at the start of
+/// a live mcache buffer of `capacity()` bytes, obtained from
+/// [`Buf::into_raw`]; the buffer is rebuilt and freed exactly once, by the
+/// drop of the last reference.
+pub(crate) struct NodeRef(NonNull<Header>);
+
+// SAFETY: a `NodeRef` is a counted share of a heap buffer whose header is
+// only touched through atomics; which thread may read or write which data
+// byte is governed by the module invariant (one writer above `end`, readers
+// below `frozen`), not by which thread holds the reference.
+unsafe impl Send for NodeRef {}
+// SAFETY: as for `Send`: `&NodeRef` only reads the header's atomics.
+unsafe impl Sync for NodeRef {}
+
+impl NodeRef {
+    /// A node over a new mcache buffer of at least `size` bytes, header
+    /// included (at least one data byte).
+    ///
+    /// # Panics
+    ///
+    /// When mcache cannot allocate `size` bytes (as `Vec` does).
+    fn alloc(size: usize) -> NodeRef {
+        let buf = ferropoll_mcache::malloc(size.max(NODE_HEADER + 1));
+        let (ptr, _, cap) = buf.into_raw();
+        let header = ptr.cast::<Header>();
+        // SAFETY: `ptr` is the start of a buffer of `cap > NODE_HEADER`
+        // bytes that we now own alone (`into_raw`), 16-byte aligned (mcache
+        // buffers are), so the header fits and is aligned.
+        unsafe {
+            header.as_ptr().write(Header {
+                refs: AtomicUsize::new(1),
+                meta: AtomicUsize::new(cap),
+            });
+        }
+        NodeRef(header)
+    }
+
+    #[inline(always)]
+    fn header(&self) -> &Header {
+        // SAFETY: the header was initialised by `alloc` and stays valid
+        // while any reference (this one) lives; it is only accessed through
+        // its atomics, so shared access from many threads is fine.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// Start of the data area.
+    #[inline(always)]
+    fn data(&self) -> NonNull<u8> {
+        // SAFETY: `NODE_HEADER < capacity`: still inside the buffer.
+        unsafe { self.0.cast::<u8>().add(NODE_HEADER) }
+    }
+
+    /// The buffer's capacity, header included (what the node holds).
+    #[inline]
+    fn capacity(&self) -> usize {
+        self.header().meta.load(Ordering::Relaxed) & !PINNED_BIT
+    }
+
+    /// Bytes of the data area.
+    #[inline]
+    fn room(&self) -> usize {
+        self.capacity() - NODE_HEADER
+    }
+
+    /// Another counted reference to the same node.
+    #[inline]
+    fn clone_ref(&self) -> NodeRef {
+        let old = self.header().refs.fetch_add(1, Ordering::Relaxed);
+        // As `Arc`: a count this large means references were leaked in a
+        // loop; going on could overflow it and free the node under a view.
+        if old > isize::MAX as usize {
+            std::process::abort();
+        }
+        NodeRef(self.0)
+    }
+
+    /// Whether this is the only reference.
+    #[inline]
+    fn is_unique(&self) -> bool {
+        self.header().refs.load(Ordering::Acquire) == 1
     }
 
     /// Marks the node pinned (its owner let go while views remain).
     fn pin(&self) {
-        if !self.pinned.swap(true, Ordering::Relaxed) {
-            PINNED.fetch_add(self.cap as u64, Ordering::Relaxed);
+        let meta = &self.header().meta;
+        let old = meta.fetch_or(PINNED_BIT, Ordering::Relaxed);
+        if old & PINNED_BIT == 0 {
+            PINNED.fetch_add(old as u64, Ordering::Relaxed);
         }
     }
 }
 
-impl Drop for Node {
+impl Drop for NodeRef {
+    #[inline]
     fn drop(&mut self) {
-        if *self.pinned.get_mut() {
-            PINNED.fetch_sub(self.cap as u64, Ordering::Relaxed);
+        let header = self.header();
+        // The last reference cannot race with a clone (clones come from
+        // references), so when the count is 1 it is ours alone: no
+        // read-modify-write needed. The acquire load (or fence) orders every
+        // other holder's accesses before the free, as in `Arc`.
+        if header.refs.load(Ordering::Acquire) != 1 {
+            if header.refs.fetch_sub(1, Ordering::Release) != 1 {
+                return;
+            }
+            fence(Ordering::Acquire);
         }
+        let meta = header.meta.load(Ordering::Relaxed);
+        let cap = meta & !PINNED_BIT;
+        if meta & PINNED_BIT != 0 {
+            PINNED.fetch_sub(cap as u64, Ordering::Relaxed);
+        }
+        // SAFETY: this was the last reference: nobody else reads or writes
+        // the buffer any more. The pointer and capacity are those of the
+        // `into_raw` in `alloc`, rebuilt once, here; every byte is still
+        // initialised (the header holds plain integers, the data area only
+        // ever received initialised bytes).
+        drop(unsafe { Buf::from_raw(self.0.cast(), 0, cap) });
     }
 }
 
 /// The owner of a [`Bytes`] made over frozen node bytes.
 struct NodeView {
-    node: Arc<Node>,
+    node: NodeRef,
     off: usize,
     len: usize,
 }
 
 impl AsRef<[u8]> for NodeView {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: `off + len <= frozen <= cap` of the owner slot that made
+        // SAFETY: `off + len <= frozen <= room` of the owner slot that made
         // this view (`Slot::view`): the bytes are initialised (mcache
-        // initialises the whole capacity), the `Arc` keeps them allocated,
-        // and nothing writes them ever again (invariants 1–4).
-        unsafe { std::slice::from_raw_parts(self.node.ptr.add(self.off), self.len) }
+        // initialises the whole capacity), the node reference keeps them
+        // allocated, and nothing writes them ever again (invariants 1–4).
+        unsafe { std::slice::from_raw_parts(self.node.data().as_ptr().add(self.off), self.len) }
     }
-}
-
-/// How a slot keeps its bytes alive.
-enum Backing {
-    /// A node this slot allocated: it alone may write the node, after `end`.
-    Owned {
-        node: Arc<Node>,
-        /// The latest view made of the node, over `off..frozen` (see
-        /// [`Slot::frozen`]); `view` slices it, so most views cost one
-        /// refcount increment. Every view ever made of the node ends at or
-        /// before its end, since each new one covers all readable bytes and
-        /// those only grow. Kept until the slot drops.
-        cache: Option<Bytes>,
-    },
-    /// Read-only bytes: a view of another buffer's node (from `slice`) or a
-    /// linked `Bytes` (from `write_bytes`).
-    Shared(Bytes),
 }
 
 /// One run of content in a `LinkBuffer`: the bytes `ptr[start..end]`.
 ///
-/// `ptr` is the start of the backing memory (the node, or the `Bytes`), and
-/// `limit` the end of what may be written (the node's capacity; 0 for a
-/// shared slot), so neither the read nor the write path matches on the
-/// backing.
+/// Three kinds, told apart by `node` and `limit`:
+/// - **owned** (`node` set, `limit` = the node's data room): the node this
+///   buffer allocated, which it alone may write after `end`;
+/// - **node view** (`node` set, `limit` 0): a read-only window of another
+///   slot's frozen bytes, made by `slice`: one reference, no allocation;
+/// - **shared** (`node` unset): read-only bytes of the `Bytes` in `cache`
+///   (a view from a node's cached `Bytes`, or a `write_bytes` payload).
+///
+/// `ptr` is the start of the memory the offsets count from (the node's data
+/// area, or the `Bytes`), so neither the read nor the write path matches on
+/// the kind.
 pub(crate) struct Slot {
-    ptr: *mut u8,
+    ptr: NonNull<u8>,
     start: usize,
     end: usize,
     limit: usize,
-    backing: Backing,
+    /// Owned slots: bytes below it may be read by views and are never
+    /// written again. 0 for the other kinds, which never write.
+    frozen: usize,
+    node: Option<NodeRef>,
+    /// Node slots: the latest `Bytes` made of the node through this slot,
+    /// over frozen bytes ending at or before `frozen` (`view` slices it, so
+    /// most `next_bytes` cost one refcount increment); kept until the slot
+    /// drops. Shared slots: the bytes themselves.
+    cache: Option<Bytes>,
 }
 
-// SAFETY: `ptr` points into memory kept alive by `backing` (an `Arc<Node>`
-// or a `Bytes`, both `Send + Sync`); reads and writes through it follow the
-// module invariant, which does not depend on the thread.
+// SAFETY: `ptr` points into memory kept alive by `node` or `cache` (both
+// `Send + Sync`); reads and writes through it follow the module invariant,
+// which does not depend on the thread.
 unsafe impl Send for Slot {}
 // SAFETY: as for `Send`; `&Slot` only reads content bytes.
 unsafe impl Sync for Slot {}
 
 impl Slot {
-    /// A fresh, empty slot over a new node of at least `size` bytes.
+    /// A fresh, empty owned slot over a new node of at least `size` bytes,
+    /// its [`NODE_HEADER`] included.
     pub(crate) fn alloc(size: usize) -> Slot {
-        let node = Node::alloc(size);
+        let node = NodeRef::alloc(size);
         Slot {
-            ptr: node.ptr,
+            ptr: node.data(),
             start: 0,
             end: 0,
-            limit: node.cap,
-            backing: Backing::Owned { node, cache: None },
+            limit: node.room(),
+            frozen: 0,
+            node: Some(node),
+            cache: None,
         }
     }
 
     /// A read-only slot over all of `bytes`.
     pub(crate) fn shared(bytes: Bytes) -> Slot {
         Slot {
-            // Never written through: `spare()` is 0 for shared slots.
-            ptr: bytes.as_ptr().cast_mut(),
+            // Never written through: `limit` is 0. A `Bytes` pointer is
+            // never null (empty ones point at a static).
+            ptr: NonNull::new(bytes.as_ptr().cast_mut()).unwrap_or(NonNull::dangling()),
             start: 0,
             end: bytes.len(),
             limit: 0,
-            backing: Backing::Shared(bytes),
+            frozen: 0,
+            node: None,
+            cache: Some(bytes),
         }
     }
 
-    /// An empty shared slot that holds nothing (for vacated queue entries).
+    /// An empty slot that holds nothing (for vacated queue entries).
     #[inline]
     pub(crate) fn placeholder() -> Slot {
-        Slot::shared(Bytes::new())
+        Slot {
+            ptr: NonNull::dangling(),
+            start: 0,
+            end: 0,
+            limit: 0,
+            frozen: 0,
+            node: None,
+            cache: None,
+        }
     }
 
     /// Content bytes.
@@ -220,11 +355,14 @@ impl Slot {
     #[inline]
     pub(crate) fn content(&self) -> &[u8] {
         // SAFETY: `start <= end` and `ptr[..end]` is initialised memory kept
-        // alive by `backing` (mcache initialises a node's whole capacity; a
-        // `Bytes` is `end` bytes long at least). Nobody writes it while
-        // `&self` lives: only an owned slot writes, only at or after `end`,
-        // and it needs `&mut self`; views only read.
-        unsafe { std::slice::from_raw_parts(self.ptr.add(self.start), self.end - self.start) }
+        // alive by `node` or `cache` (mcache initialises a node's whole
+        // capacity; a `Bytes` is `end` bytes long at least; a placeholder is
+        // empty). Nobody writes it while `&self` lives: only an owned slot
+        // writes, only at or after `end`, and it needs `&mut self`; views
+        // only read.
+        unsafe {
+            std::slice::from_raw_parts(self.ptr.as_ptr().add(self.start), self.end - self.start)
+        }
     }
 
     /// Consumes `n <= len()` content bytes and returns them.
@@ -234,7 +372,7 @@ impl Slot {
         let from = self.start;
         self.start += n;
         // SAFETY: `from + n <= end`: content bytes, as in `content`.
-        unsafe { std::slice::from_raw_parts(self.ptr.add(from), n) }
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(from), n) }
     }
 
     /// Consumes `n <= len()` content bytes.
@@ -247,10 +385,10 @@ impl Slot {
     /// Whether this slot owns its node (and so may write after its end).
     #[inline]
     pub(crate) fn is_owned(&self) -> bool {
-        matches!(self.backing, Backing::Owned { .. })
+        self.limit > 0
     }
 
-    /// End of the writable area: the node's capacity, 0 for a shared slot.
+    /// End of the writable area: the node's data room, 0 unless owned.
     #[inline]
     pub(crate) fn limit(&self) -> usize {
         self.limit
@@ -268,11 +406,11 @@ impl Slot {
         if self.end >= self.limit {
             return false;
         }
-        // SAFETY: `end < limit`: a byte of an owned node's capacity
-        // (`limit` is 0 for shared slots), initialised, at or after `end`,
-        // so no view covers it (invariants 1–2), and this `&mut self` is the
-        // node's only writer.
-        unsafe { self.ptr.add(self.end).write(b) };
+        // SAFETY: `end < limit`: a byte of an owned node's data room
+        // (`limit` is 0 for the other kinds), initialised, at or after
+        // `end`, so no view covers it (invariants 1–2), and this `&mut self`
+        // is the node's only writer.
+        unsafe { self.ptr.as_ptr().add(self.end).write(b) };
         self.end += 1;
         true
     }
@@ -281,11 +419,12 @@ impl Slot {
     #[inline]
     pub(crate) fn spare_mut(&mut self) -> &mut [u8] {
         let spare = self.spare();
-        // SAFETY: `end + spare <= limit`, the capacity of an owned node
-        // (`spare` is 0 for a shared slot), all initialised. This slot is the node's only writer,
-        // views cover only bytes below `frozen <= end`, and no `content`
-        // borrow of `self` can coexist with this `&mut self`.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(self.end), spare) }
+        // SAFETY: `end + spare <= limit`, the data room of an owned node
+        // (`spare` is 0 for the other kinds), all initialised. This slot is
+        // the node's only writer, views cover only bytes below
+        // `frozen <= end`, and no `content` borrow of `self` can coexist
+        // with this `&mut self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.end), spare) }
     }
 
     /// Appends `n <= spare()` bytes already written into `spare_mut`.
@@ -301,30 +440,17 @@ impl Slot {
         assert!(n <= self.spare(), "commit beyond the node's capacity");
         let from = self.end;
         self.end += n;
-        // SAFETY: `from + n <= limit`, the capacity of an owned node (`n` is
-        // 0 for a shared slot), initialised; `from >= frozen`, so no view
-        // covers these bytes, and none can be made while this `&mut` borrow
-        // of `self` lives.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(from), n) }
+        // SAFETY: `from + n <= limit`, the data room of an owned node (`n`
+        // is 0 for the other kinds), initialised; `from >= frozen`, so no
+        // view covers these bytes, and none can be made while this `&mut`
+        // borrow of `self` lives.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(from), n) }
     }
 
     /// Appends a copy of `src` (`src.len() <= spare()`).
     #[inline]
     pub(crate) fn write(&mut self, src: &[u8]) {
         self.commit_mut(src.len()).copy_from_slice(src);
-    }
-
-    /// The `frozen` mark: bytes of the node below it may be read by views
-    /// and are never written again. It is the end of the cached view (0
-    /// without one), which only grows.
-    #[inline]
-    fn frozen(&self) -> usize {
-        match &self.backing {
-            Backing::Owned { cache: Some(c), .. } => {
-                c.as_ptr() as usize - self.ptr as usize + c.len()
-            }
-            _ => 0,
-        }
     }
 
     /// Keeps only the first `len <= len()` content bytes.
@@ -336,8 +462,28 @@ impl Slot {
     pub(crate) fn truncate(&mut self, len: usize) {
         assert!(len <= self.len(), "truncate beyond the slot's content");
         let end = self.start + len;
-        assert!(end >= self.frozen(), "truncate below bytes held by views");
+        assert!(end >= self.frozen, "truncate below bytes held by views");
         self.end = end;
+    }
+
+    /// Marks the first `n` content bytes frozen: views may now read them.
+    #[inline(always)]
+    fn freeze(&mut self, n: usize) {
+        if self.limit > 0 {
+            self.frozen = self.frozen.max(self.start + n);
+        }
+    }
+
+    /// The first `n` content bytes as a slice of the cached `Bytes`, if it
+    /// covers them.
+    #[inline(always)]
+    pub(crate) fn cached_view(&self, n: usize) -> Option<Bytes> {
+        let c = self.cache.as_ref()?;
+        // Reads only move forward, so the cache starts at or before
+        // `start`; check both ends anyway.
+        let off = (c.as_ptr() as usize).wrapping_sub(self.ptr.as_ptr() as usize);
+        let from = self.start.wrapping_sub(off);
+        (self.start >= off && n <= c.len().saturating_sub(from)).then(|| c.slice(from..from + n))
     }
 
     /// A zero-copy view of the first `n` content bytes, of which the first
@@ -346,14 +492,8 @@ impl Slot {
     #[inline(always)]
     pub(crate) fn view(&mut self, n: usize, readable: usize) -> Bytes {
         // Fast path: a slice of the cached view (one refcount increment).
-        if let Backing::Owned { cache: Some(c), .. } = &self.backing {
-            // Reads only move forward, so the cache starts at or before
-            // `start`; check both ends anyway.
-            let off = c.as_ptr() as usize - self.ptr as usize;
-            let from = self.start.wrapping_sub(off);
-            if self.start >= off && n <= c.len().saturating_sub(from) {
-                return c.slice(from..from + n);
-            }
+        if let Some(b) = self.cached_view(n) {
+            return b;
         }
         self.view_slow(n, readable)
     }
@@ -364,29 +504,31 @@ impl Slot {
             n <= readable && readable <= self.len(),
             "view beyond readable bytes"
         );
-        let start = self.start;
-        match &mut self.backing {
-            Backing::Shared(b) => b.slice(start..start + n),
-            Backing::Owned { .. } if n == 0 => Bytes::new(),
-            Backing::Owned { .. } => {
-                // Never let `frozen` move back, whatever `readable` says:
-                // cover at least up to the old mark (bytes below it are
-                // frozen already, and `frozen <= end`).
-                let cover = readable.max(self.frozen().saturating_sub(start));
-                let Backing::Owned { node, cache } = &mut self.backing else {
-                    unreachable!("matched above");
-                };
-                // The new cache, and so `frozen`, ends at `start + cover`.
-                let c = Bytes::from_owner(NodeView {
-                    node: Arc::clone(node),
-                    off: start,
-                    len: cover,
-                });
-                let view = c.slice(..n);
-                *cache = Some(c);
-                view
-            }
+        if n == 0 {
+            return Bytes::new();
         }
+        if n <= arena::COPY_MAX && readable - n < SHARE_MIN {
+            // Few bytes follow: a new cached view would serve little more
+            // than this run, and costs an allocation; copy it instead.
+            return arena::copy(n, |dst| dst.extend_from_slice(&self.content()[..n]));
+        }
+        let Some(node) = &self.node else {
+            unreachable!("a shared slot's cache covers all its content");
+        };
+        // Cover every readable byte, so the views of the next frames of
+        // this read hit the cache; never let `frozen` move back.
+        let start = self.start;
+        let cover = readable.max(self.frozen.saturating_sub(start));
+        // Offsets of a node slot count from the node's data area.
+        let c = Bytes::from_owner(NodeView {
+            node: node.clone_ref(),
+            off: start,
+            len: cover,
+        });
+        self.freeze(cover);
+        let view = c.slice(..n);
+        self.cache = Some(c);
+        view
     }
 
     /// As [`view`](Slot::view), then consumes the `n` bytes.
@@ -397,25 +539,60 @@ impl Slot {
         b
     }
 
-    /// Memory this slot keeps alive, for diagnostics.
+    /// A read-only slot over the first `n <= readable` content bytes
+    /// (published ones), which it freezes. Does not consume. A slice of
+    /// the cached `Bytes` when that covers them (later `next_bytes` on the
+    /// new slot are then free too), else a node view: one reference, no
+    /// allocation.
+    #[inline]
+    pub(crate) fn split_view(&mut self, n: usize, readable: usize) -> Slot {
+        assert!(
+            n <= readable && readable <= self.len(),
+            "view beyond readable bytes"
+        );
+        if let Some(b) = self.cached_view(n) {
+            return Slot::shared(b);
+        }
+        let Some(node) = &self.node else {
+            unreachable!("a shared slot's cache covers all its content");
+        };
+        let view = Slot {
+            ptr: self.ptr,
+            start: self.start,
+            end: self.start + n,
+            limit: 0,
+            frozen: 0,
+            node: Some(node.clone_ref()),
+            cache: None,
+        };
+        self.freeze(n);
+        view
+    }
+
+    /// Memory this slot keeps alive, for diagnostics: an owned node's
+    /// capacity, a view's or a shared slot's length.
     pub(crate) fn held(&self) -> usize {
-        match &self.backing {
-            Backing::Owned { node, .. } => node.cap,
-            Backing::Shared(b) => b.len(),
+        match (&self.node, &self.cache) {
+            (Some(node), _) if self.limit > 0 => node.capacity(),
+            (Some(_), _) => self.len(),
+            (None, Some(b)) => b.len(),
+            (None, None) => 0,
         }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Backing::Owned { node, cache, .. } = &mut self.backing {
+        if self.limit > 0 {
             // Our own cache holds the node too; let it go before counting.
-            *cache = None;
-            if Arc::strong_count(node) > 1 {
-                // Views outlive the owner: the node is pinned until they
-                // drop. Marked before our `Arc` drops, so the last `Arc`'s
-                // drop (which synchronises with ours) sees the mark.
-                node.pin();
+            self.cache = None;
+            if let Some(node) = &self.node {
+                if !node.is_unique() {
+                    // Views outlive the owner: the node is pinned until they
+                    // drop. Marked before our reference drops, so the last
+                    // one's drop (which synchronises with ours) sees the mark.
+                    node.pin();
+                }
             }
         }
     }

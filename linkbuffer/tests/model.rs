@@ -125,7 +125,9 @@ fn views_pin_released_nodes_until_dropped() {
     let pinned = pinned_bytes();
 
     let mut buf = ferropoll_linkbuffer::LinkBuffer::new();
-    buf.write_binary(&[7; 100]);
+    // Enough bytes after the view for `next_bytes` to make a view (a short
+    // run at the end of a read would be copied instead).
+    buf.write_binary(&[7; 5000]);
     buf.flush();
     let view = buf.next_bytes(10).unwrap();
     let slice = buf.slice(10).unwrap();

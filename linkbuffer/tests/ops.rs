@@ -5,7 +5,7 @@ use std::io::{self, IoSlice};
 
 use bytes::{Buf, BufMut, Bytes};
 use ferropoll_linkbuffer::{
-    BLOCK_SIZE, Error, LINK_MIN, LinkBuffer, MAX_NODE, MAX_READ_SIZE, MIN_READ_SIZE,
+    BLOCK_SIZE, Error, LINK_MIN, LinkBuffer, MAX_NODE, MAX_READ_SIZE, MIN_READ_SIZE, NODE_HEADER,
 };
 
 /// A flushed buffer whose content is `parts`, one node per part.
@@ -332,13 +332,14 @@ fn slice_of_a_slice_and_writes_after_it() {
 fn next_bytes_within_a_node_points_into_it() {
     let mut buf = LinkBuffer::new();
     buf.write_binary(b"....payload....");
+    buf.write_binary(&[0; 4096]); // more frames of the same read
     buf.flush();
     let node = buf.peek(15).unwrap().as_ptr() as usize;
     buf.skip(4).unwrap();
     let b = buf.next_bytes(7).unwrap();
     assert_eq!(&b[..], b"payload");
     assert_eq!(b.as_ptr() as usize, node + 4);
-    buf.skip(4).unwrap();
+    buf.skip(4 + 4096).unwrap();
     buf.release();
     drop(buf);
     assert_eq!(&b[..], b"payload", "the view outlives the buffer");
@@ -347,18 +348,57 @@ fn next_bytes_within_a_node_points_into_it() {
 #[test]
 fn next_bytes_reuses_the_cached_view_and_sees_new_flushes() {
     let mut buf = LinkBuffer::new();
+    // One node with room for both flushes, each with enough bytes behind
+    // its first view for that view to be a shared one.
+    buf.malloc(12_000);
+    buf.malloc_ack(0).unwrap();
+    let tail = [b'x'; 4096];
     buf.write_binary(b"aaaabbbb");
+    buf.write_binary(&tail);
     buf.flush();
     let a = buf.next_bytes(4).unwrap();
     buf.write_binary(b"cccc"); // same node, after the cached view
+    buf.write_binary(&tail);
     buf.flush();
     let b = buf.next_bytes(4).unwrap();
+    buf.skip(4096).unwrap();
     let c = buf.next_bytes(4).unwrap();
     assert_eq!(
         (&a[..], &b[..], &c[..]),
         (&b"aaaa"[..], &b"bbbb"[..], &b"cccc"[..])
     );
-    assert_eq!(a.as_ptr().wrapping_add(8), c.as_ptr(), "one node");
+    assert_eq!(a.as_ptr().wrapping_add(8 + 4096), c.as_ptr(), "one node");
+}
+
+#[test]
+fn short_next_bytes_at_the_end_of_a_read_is_copied() {
+    let mut buf = LinkBuffer::new();
+    buf.write_binary(b"head:short frame");
+    buf.flush();
+    let node = buf.peek(1).unwrap().as_ptr() as usize;
+    buf.skip(5).unwrap();
+    let b = buf.next_bytes(5).unwrap();
+    assert_eq!(&b[..], b"short");
+    let p = b.as_ptr() as usize;
+    assert!(
+        !(node..node + 16).contains(&p),
+        "copied, so it pins no node"
+    );
+    // A long run stays a view, short or not what follows.
+    let mut buf = LinkBuffer::new();
+    buf.write_binary(&[3; 2000]);
+    buf.flush();
+    let node = buf.peek(1).unwrap().as_ptr() as usize;
+    let b = buf.next_bytes(2000).unwrap();
+    assert_eq!(b.as_ptr() as usize, node);
+    // Copies of many reads (several arena chunks) stay correct.
+    for i in 0..200u32 {
+        let mut buf = LinkBuffer::new();
+        buf.write_binary(&[i as u8; 1000]);
+        buf.flush();
+        let v = buf.next_bytes(1000).unwrap();
+        assert!(v.iter().all(|&x| x == i as u8));
+    }
 }
 
 #[test]
@@ -661,7 +701,11 @@ fn append_many_nodes() {
 fn book_and_ack_publish_what_was_read() {
     let mut buf = LinkBuffer::new();
     let space = buf.book(10);
-    assert!(space.len() >= MIN_READ_SIZE);
+    assert_eq!(
+        space.len(),
+        MIN_READ_SIZE - NODE_HEADER,
+        "a fresh node less its header"
+    );
     space[..5].copy_from_slice(b"bytes");
     buf.book_ack(5);
     assert_eq!(buf.len(), 5);
@@ -813,7 +857,7 @@ fn book_does_not_keep_a_large_node_for_small_reads() {
     let big = loop {
         let space = buf.book(1);
         let (n, at) = (space.len(), space.as_ptr() as usize);
-        if n == MAX_READ_SIZE {
+        if n == MAX_READ_SIZE - NODE_HEADER {
             buf.book_ack(n / 2);
             break at..at + n;
         }

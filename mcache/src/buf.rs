@@ -223,6 +223,54 @@ impl Buf {
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         self.ptr.as_ptr()
     }
+
+    /// Consumes the buffer without freeing it and returns its pointer,
+    /// length and capacity. The caller now owns the memory: it is leaked
+    /// (and counted as outstanding) unless given back with
+    /// [`Buf::from_raw`]. For data structures that keep their own header
+    /// inside the buffer (linkbuffer's nodes do).
+    ///
+    /// ```
+    /// use ferropoll_mcache::{Buf, malloc};
+    ///
+    /// let mut b = malloc(100);
+    /// b[0] = 42;
+    /// let (ptr, len, cap) = b.into_raw();
+    /// assert_eq!((len, cap), (100, 128));
+    /// // SAFETY: the parts come from `into_raw` and are used once; no byte
+    /// // of the capacity was de-initialised.
+    /// let b = unsafe { Buf::from_raw(ptr, len, cap) };
+    /// assert_eq!(b[0], 42);
+    /// ```
+    #[inline]
+    #[must_use = "the memory leaks unless it is given back with `Buf::from_raw`"]
+    pub fn into_raw(self) -> (NonNull<u8>, usize, usize) {
+        let parts = (self.ptr, self.len, self.cap);
+        std::mem::forget(self);
+        parts
+    }
+
+    /// Rebuilds a buffer from the parts [`Buf::into_raw`] returned; dropping
+    /// it then returns the memory to its class as usual.
+    ///
+    /// # Safety
+    ///
+    /// 1. `ptr` and `capacity` are the pointer and capacity returned by one
+    ///    call of [`Buf::into_raw`], and no other `Buf` has been rebuilt
+    ///    from them since (the memory has exactly one owner);
+    /// 2. `len <= capacity`;
+    /// 3. every byte of the capacity is still initialised: the caller wrote
+    ///    only initialised values into it (no padding bytes, no
+    ///    `MaybeUninit::uninit()`), since the next owner may read any of them.
+    #[inline]
+    pub unsafe fn from_raw(ptr: NonNull<u8>, len: usize, capacity: usize) -> Buf {
+        debug_assert!(len <= capacity);
+        Buf {
+            ptr,
+            len,
+            cap: capacity,
+        }
+    }
 }
 
 impl Deref for Buf {

@@ -259,3 +259,26 @@ fn global_lists_hold_at_most_the_shared_budget() {
     assert_eq!(trim(), 16 << 20);
     assert_eq!(stats().outstanding, start);
 }
+
+#[test]
+fn into_raw_keeps_the_buffer_outstanding_until_from_raw() {
+    let _g = serial();
+    let s0 = stats();
+    for len in [10, 5000, MAX_POOLED + 7] {
+        let mut b = malloc(len);
+        b[len - 1] = 9;
+        let (ptr, l, cap) = b.into_raw();
+        assert_eq!((l, cap), (len, size_class(len)));
+        assert_eq!(stats().outstanding, s0.outstanding + 1, "still held");
+        // SAFETY: the parts of one `into_raw`, rebuilt once; nothing was
+        // written through `ptr`.
+        let b = unsafe { Buf::from_raw(ptr, l, cap) };
+        assert_eq!((b.len(), b.capacity(), b[len - 1]), (len, cap, 9));
+        drop(b);
+        assert_eq!(
+            stats().outstanding,
+            s0.outstanding,
+            "freed by the rebuilt Buf"
+        );
+    }
+}
