@@ -4,3 +4,5 @@ pub mod echo;
 pub mod http;
 pub mod pb;
 pub mod resp;
+pub mod rpc_load;
+pub mod rpc_tonic;

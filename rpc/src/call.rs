@@ -162,6 +162,7 @@ impl CallTable {
                 table: Arc::clone(self),
                 slot,
             },
+            flush: None,
             _response: PhantomData,
         })
     }
@@ -296,7 +297,20 @@ enum Inner {
 #[must_use = "a call is cancelled when its CallFuture is dropped"]
 pub struct CallFuture<T> {
     inner: Inner,
+    /// Sends the request, if that was left to the future (see
+    /// [`CallFuture::with_flush`]).
+    flush: Option<DeferredFlush>,
     _response: PhantomData<fn() -> T>,
+}
+
+/// Something that sends what callers staged for a connection.
+pub(crate) trait Flush: Send + Sync {
+    fn flush(&self);
+}
+
+struct DeferredFlush {
+    flusher: Arc<dyn Flush>,
+    yielded: bool,
 }
 
 impl<T> fmt::Debug for CallFuture<T> {
@@ -316,7 +330,31 @@ impl<T: Message + Default> CallFuture<T> {
     pub fn failed(status: Status) -> CallFuture<T> {
         CallFuture {
             inner: Inner::Failed(status),
+            flush: None,
             _response: PhantomData,
+        }
+    }
+
+    /// Leaves sending the (staged) request to the future: on its first poll
+    /// it yields once — wakes itself and returns `Pending` — so that other
+    /// tasks of the same executor stage their requests too, and flushes on
+    /// the second poll: calls started together share one write. A blocking
+    /// [`wait`](CallFuture::wait) and a drop flush at once.
+    pub(crate) fn with_flush(mut self, flusher: Arc<dyn Flush>) -> CallFuture<T> {
+        if matches!(self.inner, Inner::Pending { .. }) {
+            self.flush = Some(DeferredFlush {
+                flusher,
+                yielded: false,
+            });
+        } else {
+            flusher.flush();
+        }
+        self
+    }
+
+    fn flush_now(&mut self) {
+        if let Some(f) = self.flush.take() {
+            f.flusher.flush();
         }
     }
 
@@ -352,6 +390,7 @@ impl<T: Message + Default> CallFuture<T> {
     /// Blocks the calling thread until the call completes or its deadline
     /// passes (then DEADLINE_EXCEEDED).
     pub fn wait(mut self) -> Result<T, Status> {
+        self.flush_now();
         let (table, slot) = match std::mem::replace(&mut self.inner, Inner::Finished) {
             Inner::Pending { table, slot } => (table, slot),
             Inner::Failed(status) => return Err(status),
@@ -392,6 +431,14 @@ impl<T: Message + Default> Future for CallFuture<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        if let Some(f) = &mut this.flush {
+            if !f.yielded {
+                f.yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            this.flush_now();
+        }
         let (table, slot) = match &this.inner {
             Inner::Pending { table, slot } => (table, slot),
             Inner::Failed(_) => {
@@ -449,6 +496,9 @@ impl<T: Message + Default> Future for CallFuture<T> {
 
 impl<T> Drop for CallFuture<T> {
     fn drop(&mut self) {
+        if let Some(f) = self.flush.take() {
+            f.flusher.flush();
+        }
         if let Inner::Pending { table, slot } = &self.inner {
             // Cancelled: remove the entry so that a late response is dropped.
             table.abandon(slot.seq, None);

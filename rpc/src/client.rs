@@ -495,13 +495,20 @@ impl Client {
         req: &Req,
         options: &CallOptions,
     ) -> Result<Resp, Status> {
-        self.start(service, method, req, options).wait()
+        self.start(service, method, req, options, false).wait()
     }
 
-    /// Starts a call and returns its future; the request is on its way when
-    /// this returns. Any executor can await the future; it resolves to
-    /// DEADLINE_EXCEEDED at its deadline even if it is not polled then.
-    /// Dropping it cancels the call (a late response is dropped).
+    /// Starts a call and returns its future. Any executor can await it; it
+    /// resolves to DEADLINE_EXCEEDED at its deadline even if it is not
+    /// polled then. Dropping it cancels the call (a late response is
+    /// dropped).
+    ///
+    /// The request is encoded now; over a network connection it is sent
+    /// when the future is first polled — after yielding once, so that the
+    /// other tasks of the executor that start calls at the same time share
+    /// one `sendmsg` — or when it is [`wait`](CallFuture::wait)ed on or
+    /// dropped, whichever comes first. A future that is never polled
+    /// therefore sends nothing until the next write on its connection.
     pub fn unary_async<Req: Message, Resp: Message + Default>(
         &self,
         service: &str,
@@ -509,7 +516,7 @@ impl Client {
         req: &Req,
         options: &CallOptions,
     ) -> CallFuture<Resp> {
-        let call = self.start(service, method, req, options);
+        let call = self.start(service, method, req, options, true);
         if let Backend::Net(net) = &self.inner.backend {
             net.watch_deadline(call.deadline());
         }
@@ -522,9 +529,10 @@ impl Client {
         method: &str,
         req: &Req,
         options: &CallOptions,
+        defer_flush: bool,
     ) -> CallFuture<Resp> {
         match &self.inner.backend {
-            Backend::Net(net) => net.start(service, method, req, options),
+            Backend::Net(net) => net.start(service, method, req, options, defer_flush),
             Backend::InProcess {
                 engine,
                 conn,

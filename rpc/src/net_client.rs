@@ -31,7 +31,7 @@ use ferropoll_transport::{Connection, EventLoop, Handler};
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
 
-use crate::call::CallFuture;
+use crate::call::{CallFuture, Flush};
 use crate::client::{CallOptions, ClientOptions, ClientSession};
 use crate::codec::Limits;
 use crate::deadline_timer::{DeadlineTimer, Expire};
@@ -70,21 +70,28 @@ impl ConnSession {
         self.conn.is_active() && !self.session.is_closed()
     }
 
+    /// Stages a request; sends it now, or leaves that to the future's
+    /// first poll (`defer`), so that calls started together share a write.
     fn start_call<Req: Message, Resp: Message + Default>(
-        &self,
+        self: &Arc<Self>,
         service: &str,
         method: &str,
         req: &Req,
         options: &CallOptions,
+        defer: bool,
     ) -> CallFuture<Resp> {
         let call = {
             let mut staged = self.staged.lock();
             self.session
                 .start_call(&mut staged, service, method, req, options)
         };
-        if call.seq() != 0 {
-            self.kick();
+        if call.seq() == 0 {
+            return call; // failed: nothing staged
         }
+        if defer {
+            return call.with_flush(Arc::clone(self) as Arc<dyn Flush>);
+        }
+        self.kick();
         call
     }
 
@@ -112,6 +119,12 @@ impl ConnSession {
                 break;
             }
         }
+    }
+}
+
+impl Flush for ConnSession {
+    fn flush(&self) {
+        self.kick();
     }
 }
 
@@ -258,7 +271,7 @@ impl NetClient {
     }
 
     /// Runs `f` with a usable connection of slot `i`, dialing one if needed.
-    fn with_slot<T>(&self, i: usize, f: impl FnOnce(&ConnSession) -> T) -> Result<T, Status> {
+    fn with_slot<T>(&self, i: usize, f: impl FnOnce(&Arc<ConnSession>) -> T) -> Result<T, Status> {
         {
             let slot = self.slots[i].read();
             if let Some(cs) = &slot.current {
@@ -299,7 +312,7 @@ impl NetClient {
     /// returns something that is not "try another connection".
     fn pick<T>(
         &self,
-        mut f: impl FnMut(&ConnSession) -> T,
+        mut f: impl FnMut(&Arc<ConnSession>) -> T,
         retry: impl Fn(&T) -> bool,
     ) -> Result<T, Status> {
         let n = self.slots.len();
@@ -319,15 +332,17 @@ impl NetClient {
         last.unwrap_or_else(|| Err(Status::unavailable("no connection")))
     }
 
+    /// Starts a call; `defer`: see [`ConnSession::start_call`].
     pub(crate) fn start<Req: Message, Resp: Message + Default>(
         &self,
         service: &str,
         method: &str,
         req: &Req,
         options: &CallOptions,
+        defer: bool,
     ) -> CallFuture<Resp> {
         let picked = self.pick(
-            |cs| cs.start_call::<Req, Resp>(service, method, req, options),
+            |cs| cs.start_call::<Req, Resp>(service, method, req, options, defer),
             // A full connection: another may have room.
             |call| {
                 call.failure()

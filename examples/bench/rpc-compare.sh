@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Unary RPC comparison: ferropoll (rpc-server, one event loop) against tonic
+# (tonic-echo, one current-thread tokio runtime), echo of SIZE-byte payloads
+# with CONC calls in flight, each driven by its own client from rpc-bench
+# (one thread, one connection). Contenders alternate (A B A B ...), medians
+# are reported.
+#
+# Server pinned to CPU 0, load pinned to CPU 1. Server CPU per call =
+# (utime+stime from /proc/PID/stat across the run, warm-up included) /
+# (calls measured × (secs+warmup)/secs): the warm-up's calls are estimated
+# at the measured rate.
+#
+# Usage: examples/bench/rpc-compare.sh
+# Env:   ROUNDS=3 SECS=5 WARMUP=1 SIZES="128 4096" CONCS="1 50 500"
+#        CARGO_TARGET_DIR (where to build; default target/)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+ROUNDS=${ROUNDS:-3}
+SECS=${SECS:-5}
+WARMUP=${WARMUP:-1}
+SIZES=${SIZES:-"128 4096"}
+CONCS=${CONCS:-"1 50 500"}
+TARGET=${CARGO_TARGET_DIR:-target}
+TCK=$(getconf CLK_TCK)
+
+command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
+cargo build --release -q -p ferropoll-examples --bin rpc-server --bin tonic-echo --bin rpc-bench
+BIN="$TARGET/release"
+WORK=$(mktemp -d)
+SERVER_PID=""
+cleanup() {
+    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Small helpers; the same as in echo-compare.sh (see the note in BENCHMARKS.md).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+kv() { tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'; }
+median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+port_of() { case $1 in ferropoll) echo 9251 ;; tonic) echo 9252 ;; esac; }
+
+start_server() { # name -> sets SERVER_PID
+    local name=$1 port
+    port=$(port_of "$name")
+    case $name in
+        ferropoll) taskset -c 0 "$BIN/rpc-server" --addr "127.0.0.1:$port" --loops 1 2>"$WORK/server.log" & ;;
+        tonic) taskset -c 0 "$BIN/tonic-echo" --addr "127.0.0.1:$port" --threads 1 2>"$WORK/server.log" & ;;
+    esac
+    SERVER_PID=$!
+    for _ in $(seq 1 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "server $name did not start" >&2
+    cat "$WORK/server.log" >&2
+    exit 1
+}
+
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+RESULTS="$WORK/results"
+: >"$RESULTS"
+echo "# rpc-compare: rounds=$ROUNDS secs=$SECS warmup=$WARMUP  $(date -u +%FT%TZ)  $(nproc) cpus  load: $(cut -d' ' -f1-3 /proc/loadavg)"
+for size in $SIZES; do
+    for conc in $CONCS; do
+        wl="${size}Bx${conc}"
+        for round in $(seq 1 "$ROUNDS"); do
+            for name in ferropoll tonic; do
+                start_server "$name"
+                flag=""
+                [ "$name" = tonic ] && flag="--tonic"
+                t0=$(cpu_ticks "$SERVER_PID")
+                line=$(taskset -c 1 "$BIN/rpc-bench" $flag --addr "127.0.0.1:$(port_of "$name")" \
+                    --concurrency "$conc" --size "$size" --secs "$SECS" --warmup "$WARMUP" 2>"$WORK/bench.log" | tail -n 1)
+                t1=$(cpu_ticks "$SERVER_PID")
+                stop_server
+                total=$(echo "$line" | kv total)
+                cpu_us=$(awk -v a="$t0" -v b="$t1" -v n="$total" -v t="$TCK" -v s="$SECS" -v w="$WARMUP" \
+                    'BEGIN {n = n * (s + w) / s; printf "%.2f", (b - a) * 1e6 / t / (n > 0 ? n : 1)}')
+                echo "$wl $name $round $line cpu_us_per_call=$cpu_us" >>"$RESULTS"
+                echo "  $wl round $round $name: $line cpu_us_per_call=$cpu_us" >&2
+            done
+        done
+    done
+done
+
+echo
+printf '%-11s %-10s %10s %8s %8s %9s %7s %12s %10s %9s %9s\n' workload server calls/s p50_us p99_us p999_us errors cpu_us/call "qps/tonic" "p99/tonic" "cpu/tonic"
+for size in $SIZES; do
+    for conc in $CONCS; do
+        wl="${size}Bx${conc}"
+        get() { awk -v w="$wl" -v n="$1" '$1 == w && $2 == n' "$RESULTS" | kv "$2" | median; }
+        t_qps=$(get tonic qps)
+        t_p99=$(get tonic p99_us)
+        t_cpu=$(get tonic cpu_us_per_call)
+        for name in ferropoll tonic; do
+            qps=$(get "$name" qps)
+            p99=$(get "$name" p99_us)
+            cpu=$(get "$name" cpu_us_per_call)
+            ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b + 0 > 0) printf "%.2f", a / b; else print "-"}'; }
+            printf '%-11s %-10s %10.0f %8s %8s %9s %7s %12s %10s %9s %9s\n' "$wl" "$name" "$qps" \
+                "$(get "$name" p50_us)" "$p99" "$(get "$name" p999_us)" "$(get "$name" errors)" "$cpu" \
+                "$(ratio "$qps" "$t_qps")" "$(ratio "$p99" "$t_p99")" "$(ratio "$cpu" "$t_cpu")"
+        done
+    done
+done
