@@ -41,6 +41,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::addr::Addr;
 use crate::reactor::{LoopShared, Task};
 use crate::sys;
+use crate::timer::{Callback, TimerHandle};
 
 /// Close was requested (by the user, an error, a timeout or shutdown).
 pub(crate) const CLOSING: u32 = 1;
@@ -280,6 +281,47 @@ impl Connection {
     /// The peer's address.
     pub fn peer_addr(&self) -> &Addr {
         &self.inner.peer
+    }
+
+    /// Index of the loop serving this connection (`0..num_loops`).
+    pub fn loop_index(&self) -> usize {
+        self.inner.lp.index
+    }
+
+    /// Runs `f` on this connection's loop thread, soon — from any thread
+    /// (gnet's `Conn.AsyncWrite`-style hand-off): e.g. a pool worker or a
+    /// timer of another loop writing to this connection without contending
+    /// with its loop. `f` runs even if the connection has closed meanwhile
+    /// (check [`is_active`](Self::is_active)); it is dropped unrun if the
+    /// loop has stopped. A panic in `f` is caught and counted.
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` if the connection is already closed.
+    pub fn execute(&self, f: impl FnOnce(&Connection) + Send + 'static) -> io::Result<()> {
+        if self.inner.flag(FINALIZED) {
+            return Err(not_connected());
+        }
+        let conn = self.clone();
+        self.inner.lp.send(Task::Run(Box::new(move || f(&conn))));
+        Ok(())
+    }
+
+    /// Runs `f` once on this connection's loop thread after `delay`, driven
+    /// by the loop's timer heap (see [`EventLoop::after`](crate::EventLoop::after)).
+    /// The timer holds the connection handle until it fires or is cancelled;
+    /// it fires even if the connection closed meanwhile.
+    pub fn after(
+        &self,
+        delay: Duration,
+        f: impl FnOnce(&Connection) + Send + 'static,
+    ) -> TimerHandle {
+        let conn = self.clone();
+        TimerHandle::schedule(
+            &self.inner.lp,
+            Instant::now() + delay,
+            Callback::Once(Box::new(move || f(&conn))),
+        )
     }
 
     pub(crate) fn ptr_eq(&self, other: &Connection) -> bool {

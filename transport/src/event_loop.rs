@@ -1,7 +1,7 @@
 //! `EventLoop`: a group of loop threads, their builder, stats and shutdown.
 
 use std::io;
-use std::net::ToSocketAddrs;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,8 +16,15 @@ use crate::conn::Connection;
 use crate::handler::{Dispatch, Handler, NoHandler};
 use crate::reactor::{LoopShared, Reactor, Task, on_loop_thread};
 use crate::sys;
+use crate::timer::{Callback, TimerHandle};
+use crate::udp::{UdpEndpoint, UdpEntry, UdpHandler};
 
 /// How accepted (and dialed) connections are spread over the loops.
+///
+/// Listeners registered with [`EventLoop::listen`] are placed round robin
+/// whatever the policy. Per-loop `SO_REUSEPORT` listeners
+/// ([`Builder::reuse_port`]) bypass the policy: each loop keeps what it
+/// accepts and the kernel spreads connections by a hash of the 4-tuple.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Balance {
     /// Each new connection goes to the next loop in turn.
@@ -25,6 +32,42 @@ pub enum Balance {
     RoundRobin,
     /// Each new connection goes to the loop with the fewest open ones.
     LeastConnections,
+    /// Each new connection goes to the loop picked by a hash of the peer's
+    /// address (IP and port, as gnet's `SourceAddrHash`), so a given source
+    /// address always lands on the same loop: see
+    /// [`Balance::source_addr_loop`]. Peers without an address (unnamed
+    /// Unix sockets) go round robin.
+    SourceAddrHash,
+}
+
+impl Balance {
+    /// The loop index that [`Balance::SourceAddrHash`] gives `peer` among
+    /// `num_loops` loops (FNV-1a of the address bytes and port; stable
+    /// across runs and processes). `num_loops` of 0 counts as 1.
+    ///
+    /// ```
+    /// use ferropoll_transport::Balance;
+    ///
+    /// let peer = "127.0.0.1:40000".parse().unwrap();
+    /// let i = Balance::source_addr_loop(&peer, 4);
+    /// assert!(i < 4);
+    /// assert_eq!(i, Balance::source_addr_loop(&peer, 4));
+    /// ```
+    pub fn source_addr_loop(peer: &SocketAddr, num_loops: usize) -> usize {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        match peer.ip() {
+            IpAddr::V4(ip) => eat(&ip.octets()),
+            IpAddr::V6(ip) => eat(&ip.octets()),
+        }
+        eat(&peer.port().to_be_bytes());
+        (h % num_loops.max(1) as u64) as usize
+    }
 }
 
 pub(crate) enum Mode {
@@ -45,6 +88,9 @@ pub(crate) struct Config {
     pub(crate) input_high_water: usize,
     pub(crate) keepalive: Option<Duration>,
     pub(crate) backlog: i32,
+    pub(crate) reuse_port: bool,
+    pub(crate) udp_batch: usize,
+    pub(crate) udp_max_datagram: usize,
 }
 
 /// Runs `f` on the given pool, or gopool's default pool.
@@ -69,12 +115,16 @@ pub(crate) struct Group {
 }
 
 impl Group {
-    pub(crate) fn pick_loop(&self) -> Arc<LoopShared> {
+    /// The loop a new connection from `peer` (or a listener: `None`) goes to.
+    pub(crate) fn pick_loop(&self, peer: Option<&Addr>) -> Arc<LoopShared> {
         let n = self.loops.len();
-        let i = match self.balance {
+        let i = match (self.balance, peer) {
             _ if n == 1 => 0,
-            Balance::RoundRobin => self.rr.fetch_add(1, Ordering::Relaxed) % n,
-            Balance::LeastConnections => (0..n)
+            (Balance::SourceAddrHash, Some(Addr::Tcp(a))) => Balance::source_addr_loop(a, n),
+            (Balance::RoundRobin | Balance::SourceAddrHash, _) => {
+                self.rr.fetch_add(1, Ordering::Relaxed) % n
+            }
+            (Balance::LeastConnections, _) => (0..n)
                 .min_by_key(|&i| self.loops[i].counters.open.load(Ordering::Relaxed))
                 .unwrap_or(0),
         };
@@ -104,8 +154,12 @@ impl Group {
 /// read/write/idle timeout, at most 100,000 connections (excess connections
 /// are accepted and closed at once), input high-water mark 4 MiB per
 /// connection, no TCP keepalive, listen backlog 4096 (the kernel caps it at
-/// `net.core.somaxconn`). An idle connection holds no buffer memory; each
-/// open one costs a few hundred bytes of bookkeeping.
+/// `net.core.somaxconn`), one listening socket per address (no
+/// `SO_REUSEPORT`), UDP batches of 32 datagrams of up to 64 KiB. An idle
+/// connection holds no buffer memory; each open one costs a few hundred
+/// bytes of bookkeeping. A loop serving UDP sockets keeps one batch buffer
+/// (`udp_batch × udp_max_datagram` bytes of address space, 2 MiB by
+/// default, of which only the pages datagrams touch are resident).
 #[derive(Debug, Clone)]
 pub struct Builder {
     name: String,
@@ -120,6 +174,9 @@ pub struct Builder {
     input_high_water: usize,
     keepalive: Option<Duration>,
     backlog: i32,
+    reuse_port: bool,
+    udp_batch: usize,
+    udp_max_datagram: usize,
 }
 
 impl Default for Builder {
@@ -137,6 +194,9 @@ impl Default for Builder {
             input_high_water: 4 << 20,
             keepalive: None,
             backlog: 4096,
+            reuse_port: false,
+            udp_batch: 32,
+            udp_max_datagram: 64 << 10,
         }
     }
 }
@@ -206,6 +266,30 @@ impl Builder {
         self.backlog = n.max(1);
         self
     }
+    /// Per-loop listening sockets (default off): with it,
+    /// [`EventLoop::listen_tcp`] and [`EventLoop::bind_udp`] bind one socket
+    /// per loop with `SO_REUSEPORT`, each loop accepts (or receives) on its
+    /// own, and the kernel spreads connections and datagrams over them by
+    /// a hash of the 4-tuple. Accepted connections then stay on the loop
+    /// that accepted them: no hand-off between loops, and [`Balance`] is
+    /// not used for them.
+    pub fn reuse_port(&mut self, on: bool) -> &mut Self {
+        self.reuse_port = on;
+        self
+    }
+    /// Datagrams received per `recvmmsg` (and at most sent per `sendmmsg`)
+    /// on UDP sockets; 1 to 64, default 32.
+    pub fn udp_batch(&mut self, n: usize) -> &mut Self {
+        self.udp_batch = n.clamp(1, sys::MAX_BATCH);
+        self
+    }
+    /// Size of a UDP batch slot: a longer datagram is reported truncated
+    /// ([`UdpHandler::on_truncated`](crate::UdpHandler::on_truncated)).
+    /// Default 65,536 bytes (no datagram is truncated); at least 1.
+    pub fn udp_max_datagram(&mut self, bytes: usize) -> &mut Self {
+        self.udp_max_datagram = bytes.clamp(1, 1 << 20);
+        self
+    }
 
     /// Starts the loop threads with `handler` for every connection.
     ///
@@ -262,6 +346,9 @@ impl Builder {
             input_high_water: self.input_high_water,
             keepalive: self.keepalive,
             backlog: self.backlog,
+            reuse_port: self.reuse_port,
+            udp_batch: self.udp_batch,
+            udp_max_datagram: self.udp_max_datagram,
         });
         let loops = (0..cfg.num_loops)
             .map(|i| LoopShared::new(i, cfg.clone()).map(Arc::new))
@@ -372,6 +459,16 @@ pub struct Stats {
     pub handler_panics: u64,
     /// Connections closed by a read, write or idle timeout.
     pub timeouts: u64,
+    /// UDP datagrams received (truncated ones included).
+    pub datagrams_in: u64,
+    /// UDP datagrams sent.
+    pub datagrams_out: u64,
+    /// UDP datagrams longer than a batch slot (see
+    /// [`Builder::udp_max_datagram`]).
+    pub datagrams_truncated: u64,
+    /// UDP datagrams not sent (socket buffer full, or refused by the
+    /// kernel) and UDP receive errors.
+    pub datagrams_send_failed: u64,
 }
 
 impl EventLoop {
@@ -389,7 +486,7 @@ impl EventLoop {
         }
         let listener = listener.into();
         let addr = listener.local_addr()?;
-        let lp = g.pick_loop();
+        let lp = g.pick_loop(None);
         if lp.is_current() {
             return Err(io::Error::other(
                 "listen cannot be called from its own loop thread",
@@ -404,13 +501,194 @@ impl EventLoop {
         Ok(addr)
     }
 
+    /// Binds `addr` and accepts on it. By default one socket is bound (as
+    /// `listen(Listener::bind_tcp(addr)?)`); with [`Builder::reuse_port`],
+    /// one `SO_REUSEPORT` socket per loop, each accepted by its own loop. A
+    /// port of 0 picks a free port, shared by all the per-loop sockets.
+    /// Returns the bound address.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::time::Duration;
+    /// use ferropoll_transport::{EventLoop, handler_fn};
+    ///
+    /// let echo = handler_fn(|conn| {
+    ///     let mut r = conn.reader();
+    ///     let n = r.len();
+    ///     let data = r.slice(n)?;
+    ///     drop(r);
+    ///     conn.writer().append(data);
+    ///     conn.flush()
+    /// });
+    /// let lp = EventLoop::builder().num_loops(2).reuse_port(true).build(echo)?;
+    /// let addr = lp.listen_tcp("127.0.0.1:0")?;
+    /// let mut c = std::net::TcpStream::connect(addr.as_tcp().unwrap())?;
+    /// c.write_all(b"hi")?;
+    /// let mut b = [0u8; 2];
+    /// c.read_exact(&mut b)?;
+    /// assert_eq!(&b, b"hi");
+    /// lp.shutdown(Duration::from_secs(1))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn listen_tcp(&self, addr: impl ToSocketAddrs) -> io::Result<Addr> {
+        let g = &self.inner.group;
+        let cfg = &g.loops[0].cfg;
+        if !cfg.reuse_port {
+            return self.listen(Listener::bind_tcp(addr)?);
+        }
+        let mut last = None;
+        for a in addr.to_socket_addrs()? {
+            match self.listen_reuseport(a) {
+                Ok(bound) => return Ok(bound),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind")))
+    }
+
+    fn listen_reuseport(&self, addr: SocketAddr) -> io::Result<Addr> {
+        let g = &self.inner.group;
+        if g.shut.load(Ordering::Acquire) {
+            return Err(io::Error::other("event loop is shut down"));
+        }
+        let backlog = g.loops[0].cfg.backlog;
+        let mut bound = addr;
+        let mut sockets = Vec::with_capacity(g.loops.len());
+        for _ in &g.loops {
+            let fd = sys::bind_reuseport(bound, true, backlog)?;
+            let l = std::net::TcpListener::from(fd);
+            bound = l.local_addr()?;
+            sockets.push(l);
+        }
+        let mut waits = Vec::with_capacity(sockets.len());
+        for (lp, l) in g.loops.iter().zip(sockets) {
+            if lp.is_current() {
+                return Err(io::Error::other(
+                    "listen cannot be called from its own loop thread",
+                ));
+            }
+            let (tx, rx) = mpsc::sync_channel(1);
+            lp.send(Task::ListenLocal(Listener::Tcp(l), tx));
+            waits.push(rx);
+        }
+        for rx in waits {
+            rx.recv()
+                .map_err(|_| io::Error::other("event loop stopped"))??;
+        }
+        let bound = Addr::Tcp(bound);
+        tracing::info!(addr = %bound, loops = g.loops.len(), "listening (SO_REUSEPORT per loop)");
+        g.addrs.lock().push(bound.clone());
+        Ok(bound)
+    }
+
+    /// Serves the UDP socket `socket` on one of the loops (round robin)
+    /// with `handler`; see the [`UdpHandler`] example. Any number of UDP
+    /// sockets may be served beside TCP and Unix listeners.
+    ///
+    /// # Errors
+    ///
+    /// Switching the socket to non-blocking mode or registering it failed,
+    /// or the loop is shut down.
+    pub fn listen_udp(
+        &self,
+        socket: UdpSocket,
+        handler: impl UdpHandler,
+    ) -> io::Result<UdpEndpoint> {
+        let g = &self.inner.group;
+        let lp = g.pick_loop(None);
+        self.register_udp(socket, lp, Arc::new(handler))
+    }
+
+    /// Binds UDP `addr` and serves it with `handler`: one socket (on one
+    /// loop) by default; with [`Builder::reuse_port`], one `SO_REUSEPORT`
+    /// socket per loop sharing the handler (the kernel spreads datagrams
+    /// by source address and port). Returns the endpoints (one per socket).
+    pub fn bind_udp(
+        &self,
+        addr: impl ToSocketAddrs,
+        handler: impl UdpHandler,
+    ) -> io::Result<Vec<UdpEndpoint>> {
+        let g = &self.inner.group;
+        let handler: Arc<dyn UdpHandler> = Arc::new(handler);
+        if !g.loops[0].cfg.reuse_port {
+            let socket = UdpSocket::bind(addr)?;
+            return Ok(vec![self.register_udp(
+                socket,
+                g.pick_loop(None),
+                handler,
+            )?]);
+        }
+        let mut bound = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to bind"))?;
+        let mut out = Vec::with_capacity(g.loops.len());
+        for lp in &g.loops {
+            let socket = UdpSocket::from(sys::bind_reuseport(bound, false, 0)?);
+            bound = socket.local_addr()?;
+            out.push(self.register_udp(socket, lp.clone(), handler.clone())?);
+        }
+        Ok(out)
+    }
+
+    /// A UDP "connection" to `addr`: a socket bound to an ephemeral port
+    /// and connected to `addr` (so only its datagrams are received, and
+    /// ICMP errors are reported), served by these loops with `handler`.
+    /// Send with [`UdpEndpoint::send`] / [`send_many`](UdpEndpoint::send_many)
+    /// from any thread, or [`UdpOut::send`](crate::UdpOut::send) from the
+    /// handler.
+    pub fn dial_udp(
+        &self,
+        addr: impl ToSocketAddrs,
+        handler: impl UdpHandler,
+    ) -> io::Result<UdpEndpoint> {
+        let peer = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to dial"))?;
+        let local: SocketAddr = if peer.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = UdpSocket::bind(local)?;
+        socket.connect(peer)?;
+        let lp = self.inner.group.pick_loop(None);
+        self.register_udp(socket, lp, Arc::new(handler))
+    }
+
+    fn register_udp(
+        &self,
+        socket: UdpSocket,
+        lp: Arc<LoopShared>,
+        handler: Arc<dyn UdpHandler>,
+    ) -> io::Result<UdpEndpoint> {
+        if self.inner.group.shut.load(Ordering::Acquire) {
+            return Err(io::Error::other("event loop is shut down"));
+        }
+        let endpoint = UdpEndpoint::new(socket, lp.clone())?;
+        let entry = UdpEntry {
+            endpoint: endpoint.clone(),
+            handler,
+        };
+        if lp.is_current() {
+            // The loop handles the task after the current callback; a
+            // registration error then shows as a closed endpoint.
+            lp.send(Task::AddUdp(entry, None));
+        } else {
+            let (tx, rx) = mpsc::sync_channel(1);
+            lp.send(Task::AddUdp(entry, Some(tx)));
+            rx.recv()
+                .map_err(|_| io::Error::other("event loop stopped"))??;
+        }
+        Ok(endpoint)
+    }
+
     /// Listens on `listener` and blocks until the loop is shut down.
     pub fn serve(&self, listener: impl Into<Listener>) -> io::Result<()> {
         self.listen(listener)?;
-        let mut stopped = self.inner.stopped.lock();
-        while !*stopped {
-            self.inner.stopped_cv.wait(&mut stopped);
-        }
+        self.wait();
         Ok(())
     }
 
@@ -437,6 +715,10 @@ impl EventLoop {
             s.bytes_out += c.bytes_out.load(Ordering::Relaxed);
             s.handler_panics += c.panics.load(Ordering::Relaxed);
             s.timeouts += c.timeouts.load(Ordering::Relaxed);
+            s.datagrams_in += c.dgrams_in.load(Ordering::Relaxed);
+            s.datagrams_out += c.dgrams_out.load(Ordering::Relaxed);
+            s.datagrams_truncated += c.dgrams_truncated.load(Ordering::Relaxed);
+            s.datagrams_send_failed += c.dgrams_failed.load(Ordering::Relaxed);
         }
         s
     }
@@ -449,6 +731,134 @@ impl EventLoop {
     /// Number of loop threads.
     pub fn num_loops(&self) -> usize {
         self.inner.group.loops.len()
+    }
+
+    /// Blocks until the loop is shut down (by [`shutdown`](Self::shutdown)
+    /// from another thread). With [`listen`](Self::listen),
+    /// [`listen_tcp`](Self::listen_tcp) and [`listen_udp`](Self::listen_udp)
+    /// this serves any number of listeners at once, as gnet's multi-address
+    /// binding; [`serve`](Self::serve) is `listen` + `wait` for one.
+    pub fn wait(&self) {
+        let mut stopped = self.inner.stopped.lock();
+        while !*stopped {
+            self.inner.stopped_cv.wait(&mut stopped);
+        }
+    }
+
+    /// The loop `loop_index`, if it exists and is still running.
+    pub(crate) fn live_loop(&self, loop_index: usize) -> io::Result<&Arc<LoopShared>> {
+        let g = &self.inner.group;
+        if g.shut.load(Ordering::Acquire) {
+            return Err(io::Error::other("event loop is shut down"));
+        }
+        g.loops.get(loop_index).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("no loop {loop_index} (there are {})", g.loops.len()),
+            )
+        })
+    }
+
+    /// Runs `f` on loop `loop_index`'s thread, soon (after the events it is
+    /// handling now). Callable from any thread, the loop's own included.
+    /// A panic in `f` is caught and counted in
+    /// [`Stats::handler_panics`].
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a loop index out of range; an error once the
+    /// loop is shut down.
+    pub fn schedule(&self, loop_index: usize, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        self.live_loop(loop_index)?.send(Task::Run(Box::new(f)));
+        Ok(())
+    }
+
+    /// Runs `f` once on loop `loop_index`'s thread after `delay` (gnet's
+    /// `OnTick`, evio's `Tick`), driven by that loop's timer heap — no
+    /// extra thread. It fires no earlier than the deadline, and normally
+    /// within a millisecond or so of it (`epoll_wait` has millisecond
+    /// resolution; a busy loop handles its ready connections first). Timers
+    /// due at the same time fire in creation order. Pending timers are
+    /// dropped when the loop shuts down.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use std::time::{Duration, Instant};
+    /// use ferropoll_transport::{EventLoop, handler_fn};
+    ///
+    /// let lp = EventLoop::builder().num_loops(1).build(handler_fn(|_| Ok(())))?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let start = Instant::now();
+    /// lp.after(0, Duration::from_millis(20), move || tx.send(Instant::now()).unwrap())?;
+    /// let fired = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    /// assert!(fired - start >= Duration::from_millis(20));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`schedule`](Self::schedule).
+    pub fn after(
+        &self,
+        loop_index: usize,
+        delay: Duration,
+        f: impl FnOnce() + Send + 'static,
+    ) -> io::Result<TimerHandle> {
+        let lp = self.live_loop(loop_index)?;
+        let at = Instant::now() + delay;
+        Ok(TimerHandle::schedule(lp, at, Callback::Once(Box::new(f))))
+    }
+
+    /// Runs `f` on loop `loop_index`'s thread every `interval`, the first
+    /// time after one `interval`, until the returned handle is cancelled.
+    /// Ticks keep to the grid `start + k × interval`; a tick missed because
+    /// the loop was busy is skipped, not run late in a burst. A panic in
+    /// `f` stops the timer.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::time::Duration;
+    /// use ferropoll_transport::{EventLoop, handler_fn};
+    /// use ferropoll_transport::testing::wait_until;
+    ///
+    /// let lp = EventLoop::builder().num_loops(1).build(handler_fn(|_| Ok(())))?;
+    /// let ticks = Arc::new(AtomicUsize::new(0));
+    /// let t = ticks.clone();
+    /// let timer = lp.every(0, Duration::from_millis(5), move || {
+    ///     t.fetch_add(1, Ordering::Relaxed);
+    /// })?;
+    /// assert!(wait_until(Duration::from_secs(5), || ticks.load(Ordering::Relaxed) >= 3));
+    /// timer.cancel();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`schedule`](Self::schedule); `InvalidInput` for a zero interval.
+    pub fn every(
+        &self,
+        loop_index: usize,
+        interval: Duration,
+        f: impl FnMut() + Send + 'static,
+    ) -> io::Result<TimerHandle> {
+        if interval.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "timer interval must not be zero",
+            ));
+        }
+        let lp = self.live_loop(loop_index)?;
+        let at = Instant::now() + interval;
+        let interval = interval.as_nanos().min(u64::MAX as u128 / 2) as u64;
+        Ok(TimerHandle::schedule(
+            lp,
+            at,
+            Callback::Every {
+                f: Box::new(f),
+                interval,
+            },
+        ))
     }
 
     /// Connects to a TCP address (each resolved address in turn, `timeout`
@@ -484,7 +894,7 @@ impl EventLoop {
                 sys::set_keepalive(std::os::fd::AsRawFd::as_raw_fd(&fd), k)?;
             }
         }
-        let target = g.pick_loop();
+        let target = g.pick_loop(Some(&peer));
         g.open.fetch_add(1, Ordering::AcqRel);
         target.counters.open.fetch_add(1, Ordering::AcqRel);
         let blocking = !matches!(cfg.mode, Mode::Inline);

@@ -20,6 +20,19 @@
 //! The [`Dialer`] (and [`dial_tcp`] / [`dial_unix`]) connects as a client;
 //! dialed connections are served by client loops like accepted ones.
 //!
+//! What gnet and evio users expect is here too. One `EventLoop` serves any
+//! number of TCP, Unix and UDP sockets at once ([`EventLoop::listen`],
+//! [`EventLoop::listen_tcp`] — one `SO_REUSEPORT` socket per loop with
+//! [`Builder::reuse_port`] —, [`EventLoop::listen_udp`]). UDP datagrams are
+//! received and answered in batches (`recvmmsg`/`sendmmsg`) and handed to a
+//! [`UdpHandler`] as borrowed slices; [`EventLoop::dial_udp`] is the client
+//! side. Accepted connections are balanced round robin, by least
+//! connections or by source-address hash ([`Balance`]). Each loop runs
+//! timers and tasks from its timer heap ([`EventLoop::after`],
+//! [`EventLoop::every`], [`EventLoop::schedule`], [`Connection::execute`]).
+//! [`codec::LengthFieldCodec`] frames length-prefixed protocols over
+//! `LinkBuffer` without copying.
+//!
 //! What differs from netpoll: `idle_timeout` really closes idle connections,
 //! an input high-water mark bounds each connection's buffered input, bytes
 //! received before a hang-up still reach the handler, and registration keys
@@ -29,6 +42,7 @@
 #![deny(unsafe_code)]
 
 mod addr;
+pub mod codec;
 mod conn;
 mod dialer;
 mod event_loop;
@@ -37,6 +51,7 @@ mod reactor;
 mod slab;
 mod sys;
 mod timer;
+mod udp;
 
 // Test helpers shared with the RPC and example tests. Always compiled (a
 // few small functions) but hidden: a cargo feature would need this crate as
@@ -49,3 +64,5 @@ pub use conn::{Connection, Reader, Writer};
 pub use dialer::{Dialer, default_dialer, dial_tcp, dial_unix};
 pub use event_loop::{Balance, Builder, EventLoop, Stats};
 pub use handler::{Dispatch, FnHandler, Handler, handler_fn};
+pub use timer::TimerHandle;
+pub use udp::{UdpEndpoint, UdpFnHandler, UdpHandler, UdpOut, udp_handler_fn};

@@ -23,10 +23,17 @@ use crate::event_loop::{Config, Group, Mode};
 use crate::handler::Handler;
 use crate::slab::{RESERVED, Slab};
 use crate::sys::{self, Epoll, EventFd, Events, Interest};
-use crate::timer::{TimerKind, Timers};
+use crate::timer::{Callback, TimerKind, Timers, UserTimer, UserTimers};
+use crate::udp::{SendQueue, UdpEndpoint, UdpEntry, UdpOut};
 
 const WAKER: u64 = u64::MAX;
 const LISTENER: u64 = RESERVED;
+/// Keys of UDP sockets: `UDP + index` (listeners use `LISTENER + index`
+/// below it).
+const UDP: u64 = RESERVED + (1 << 62);
+/// `recvmmsg` batches per readiness of one UDP socket before the others
+/// get a turn.
+const UDP_ROUNDS: usize = 8;
 /// Bytes one connection may read per readiness before the others get a turn.
 const READ_BUDGET: usize = 1 << 20;
 /// Space offered to one `read`.
@@ -48,6 +55,24 @@ pub(crate) enum Task {
     HandlerExited(Connection),
     Listen(Listener, SyncSender<io::Result<()>>),
     Shutdown,
+    /// Run a closure on the loop thread.
+    Run(Box<dyn FnOnce() + Send>),
+    /// Start a user timer.
+    AddTimer {
+        seq: u64,
+        at: Instant,
+        cancelled: Arc<AtomicBool>,
+        callback: Callback,
+    },
+    /// Drop a user timer.
+    CancelTimer(u64),
+    /// Serve a UDP socket (reply when registered, unless sent from the loop).
+    AddUdp(UdpEntry, Option<SyncSender<io::Result<()>>>),
+    /// Stop serving a UDP socket.
+    CloseUdp(UdpEndpoint),
+    /// Accept on a listener of this loop only; its connections stay here
+    /// (per-loop `SO_REUSEPORT` listeners).
+    ListenLocal(Listener, SyncSender<io::Result<()>>),
 }
 
 /// Per-loop counters, summed by `EventLoop::stats`.
@@ -61,6 +86,10 @@ pub(crate) struct Counters {
     pub(crate) bytes_out: AtomicU64,
     pub(crate) panics: AtomicU64,
     pub(crate) timeouts: AtomicU64,
+    pub(crate) dgrams_in: AtomicU64,
+    pub(crate) dgrams_out: AtomicU64,
+    pub(crate) dgrams_truncated: AtomicU64,
+    pub(crate) dgrams_failed: AtomicU64,
 }
 
 /// The part of a loop other threads see.
@@ -150,6 +179,8 @@ struct Slot<S> {
 struct ListenerEntry {
     listener: Listener,
     warned: bool,
+    /// Accepted connections stay on this loop (no balancing).
+    local: bool,
 }
 
 pub(crate) struct Reactor<H: Handler> {
@@ -161,8 +192,14 @@ pub(crate) struct Reactor<H: Handler> {
     conns: Slab<Arc<Slot<H::State>>>,
     listeners: Vec<Option<ListenerEntry>>,
     timers: Timers,
+    user_timers: UserTimers,
     ready: VecDeque<u64>,
     ready_listeners: Vec<usize>,
+    udp: Vec<Option<UdpEntry>>,
+    ready_udp: Vec<usize>,
+    /// The batch buffer of `recvmmsg`, allocated with the first UDP socket.
+    udp_recv: Option<sys::RecvBuf>,
+    udp_queue: SendQueue,
     epoch: Instant,
     now: u64,
     shutting_down: bool,
@@ -185,8 +222,13 @@ impl<H: Handler> Reactor<H> {
             conns: Slab::new(),
             listeners: Vec::new(),
             timers: Timers::default(),
+            user_timers: UserTimers::default(),
             ready: VecDeque::new(),
             ready_listeners: Vec::new(),
+            udp: Vec::new(),
+            ready_udp: Vec::new(),
+            udp_recv: None,
+            udp_queue: SendQueue::default(),
             epoch: Instant::now(),
             now: 0,
             shutting_down: false,
@@ -206,11 +248,19 @@ impl<H: Handler> Reactor<H> {
         loop {
             let busy = !self.ready.is_empty()
                 || !self.ready_listeners.is_empty()
+                || !self.ready_udp.is_empty()
                 || !self.shared.queue.is_empty();
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
-                self.timers.next_deadline().map(|d| {
+                let next = match (
+                    self.timers.next_deadline(),
+                    self.user_timers.next_deadline(),
+                ) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                next.map(|d| {
                     self.tick();
                     Duration::from_nanos(d.saturating_sub(self.now))
                 })
@@ -232,6 +282,8 @@ impl<H: Handler> Reactor<H> {
                     // and `notified` stays set for good.)
                     self.shared.waker.drain();
                     self.shared.notified.store(false, Ordering::SeqCst);
+                } else if key >= UDP {
+                    self.udp_read((key - UDP) as usize);
                 } else if key >= LISTENER {
                     self.accept((key - LISTENER) as usize);
                 } else {
@@ -248,10 +300,14 @@ impl<H: Handler> Reactor<H> {
             for l in std::mem::take(&mut self.ready_listeners) {
                 self.accept(l);
             }
+            for u in std::mem::take(&mut self.ready_udp) {
+                self.udp_read(u);
+            }
             while let Some(task) = self.shared.queue.pop() {
                 self.task(task);
             }
             self.fire_timers();
+            self.fire_user_timers();
             if self.group.force.load(Ordering::Acquire)
                 || (self.shutting_down && self.conns.is_empty())
             {
@@ -263,6 +319,8 @@ impl<H: Handler> Reactor<H> {
 
     fn teardown(&mut self) {
         self.listeners.clear();
+        self.close_all_udp();
+        self.user_timers.clear();
         // Forced: close what remains. Handlers still running on the pool keep
         // their state; `on_disconnect` runs only for connections no handler holds.
         for key in self.conns.keys() {
@@ -327,11 +385,52 @@ impl<H: Handler> Reactor<H> {
                 }
             }
             Task::Listen(l, reply) => {
-                let _ = reply.send(self.listen(l));
+                let _ = reply.send(self.listen(l, false));
             }
+            Task::ListenLocal(l, reply) => {
+                let _ = reply.send(self.listen(l, true));
+            }
+            Task::AddUdp(entry, reply) => {
+                let endpoint = entry.endpoint.clone();
+                let res = self.add_udp(entry);
+                if let Err(e) = &res {
+                    endpoint.mark_closed();
+                    tracing::error!(error = %e, "UDP socket registration failed");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(res);
+                }
+            }
+            Task::CloseUdp(endpoint) => self.close_udp(&endpoint),
+            Task::Run(f) => {
+                if catch_unwind(AssertUnwindSafe(f)).is_err() {
+                    self.shared.counters.panics.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(loop_index = self.shared.index, "scheduled task panicked");
+                }
+            }
+            Task::AddTimer {
+                seq,
+                at,
+                cancelled,
+                callback,
+            } => {
+                if !cancelled.load(Ordering::Acquire) {
+                    let deadline = at.saturating_duration_since(self.epoch).as_nanos() as u64;
+                    self.user_timers.insert(
+                        seq,
+                        UserTimer {
+                            deadline,
+                            cancelled,
+                            callback,
+                        },
+                    );
+                }
+            }
+            Task::CancelTimer(seq) => self.user_timers.cancel(seq),
             Task::Shutdown => {
                 self.shutting_down = true;
                 self.listeners.clear();
+                self.close_all_udp();
                 for key in self.conns.keys() {
                     if let Some(slot) = self.conns.get(key).cloned() {
                         self.close(&slot, true, "shutdown");
@@ -346,7 +445,7 @@ impl<H: Handler> Reactor<H> {
         self.conns.get(key).filter(|s| s.conn.ptr_eq(conn)).cloned()
     }
 
-    fn listen(&mut self, l: Listener) -> io::Result<()> {
+    fn listen(&mut self, l: Listener, local: bool) -> io::Result<()> {
         l.set_nonblocking()?;
         sys::listen(l.raw_fd(), self.cfg().backlog)?;
         let idx = match self.listeners.iter().position(Option::is_none) {
@@ -361,6 +460,7 @@ impl<H: Handler> Reactor<H> {
         self.listeners[idx] = Some(ListenerEntry {
             listener: l,
             warned: false,
+            local,
         });
         // Connections may already wait in the backlog (no edge for them).
         self.ready_listeners.push(idx);
@@ -375,8 +475,9 @@ impl<H: Handler> Reactor<H> {
                 return;
             };
             let is_tcp = entry.listener.is_tcp();
+            let local = entry.local;
             match sys::accept(entry.listener.raw_fd()) {
-                Ok((sock, peer)) => self.accepted(sock, peer, is_tcp),
+                Ok((sock, peer)) => self.accepted(sock, peer, is_tcp, local),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
@@ -403,7 +504,7 @@ impl<H: Handler> Reactor<H> {
         self.ready_listeners.push(idx);
     }
 
-    fn accepted(&mut self, sock: std::os::fd::OwnedFd, peer: Addr, is_tcp: bool) {
+    fn accepted(&mut self, sock: std::os::fd::OwnedFd, peer: Addr, is_tcp: bool, local: bool) {
         let cfg = &self.shared.cfg;
         if self.shutting_down {
             return;
@@ -426,7 +527,11 @@ impl<H: Handler> Reactor<H> {
                 }
             }
         }
-        let target = self.group.pick_loop();
+        let target = if local {
+            self.shared.clone()
+        } else {
+            self.group.pick_loop(Some(&peer))
+        };
         self.shared
             .counters
             .accepted
@@ -929,6 +1034,177 @@ impl<H: Handler> Reactor<H> {
                     }
                 }
                 TimerKind::Accept => {}
+            }
+        }
+    }
+}
+
+impl<H: Handler> Reactor<H> {
+    // ----- UDP ----------------------------------------------------------
+
+    fn add_udp(&mut self, entry: UdpEntry) -> io::Result<()> {
+        if self.shutting_down {
+            return Err(io::Error::other("event loop is shutting down"));
+        }
+        let idx = match self.udp.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.udp.push(None);
+                self.udp.len() - 1
+            }
+        };
+        let fd = entry.endpoint.inner.socket.as_raw_fd();
+        self.epoll.add(fd, UDP + idx as u64, Interest::Readable)?;
+        tracing::debug!(local = %entry.endpoint.local_addr(), "serving UDP socket");
+        self.udp[idx] = Some(entry);
+        // Datagrams may already wait (no edge for them).
+        self.ready_udp.push(idx);
+        Ok(())
+    }
+
+    fn close_udp(&mut self, endpoint: &UdpEndpoint) {
+        let found = self
+            .udp
+            .iter()
+            .position(|e| e.as_ref().is_some_and(|e| e.endpoint.ptr_eq(endpoint)));
+        if let Some(idx) = found {
+            if let Some(entry) = self.udp[idx].take() {
+                self.deregister_udp(&entry);
+            }
+        }
+    }
+
+    fn close_all_udp(&mut self) {
+        for entry in std::mem::take(&mut self.udp).into_iter().flatten() {
+            self.deregister_udp(&entry);
+        }
+        self.ready_udp.clear();
+        self.udp_recv = None;
+    }
+
+    fn deregister_udp(&self, entry: &UdpEntry) {
+        entry.endpoint.mark_closed();
+        // Other handles may keep the socket open: take it out of the set.
+        let _ = self.epoll.delete(entry.endpoint.inner.socket.as_raw_fd());
+    }
+
+    /// Receives batches of datagrams and hands them to the socket's
+    /// handler; replies go out with one `sendmmsg` per batch.
+    fn udp_read(&mut self, idx: usize) {
+        let Some(entry) = self.udp.get(idx).and_then(Option::as_ref) else {
+            return;
+        };
+        let endpoint = entry.endpoint.clone();
+        let handler = entry.handler.clone();
+        if endpoint.is_closed() {
+            return;
+        }
+        let fd = endpoint.inner.socket.as_raw_fd();
+        let cfg = &self.shared.cfg;
+        let batch = cfg.udp_batch;
+        let recv = self
+            .udp_recv
+            .get_or_insert_with(|| sys::RecvBuf::new(batch, cfg.udp_max_datagram));
+        let counters = &self.shared.counters;
+        let queue = &mut self.udp_queue;
+        let fallback_peer = endpoint.peer_addr();
+        for _ in 0..UDP_ROUNDS {
+            let n = match recv.recv(fd) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // An ICMP error reported on a connected socket (e.g.
+                    // ECONNREFUSED for an earlier send): reported once, then
+                    // cleared; read on.
+                    tracing::debug!(local = %endpoint.local_addr(), error = %e, "UDP receive error");
+                    counters.dgrams_failed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            // Counted before the handler runs (and replies go out).
+            let bytes: u64 = (0..n).map(|i| recv.get(i).0.len() as u64).sum();
+            counters.dgrams_in.fetch_add(n as u64, Ordering::Relaxed);
+            counters.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+            let mut truncated = 0u64;
+            for i in 0..n {
+                let (data, meta) = recv.get(i);
+                let Some(peer) = meta.peer.or(fallback_peer) else {
+                    continue;
+                };
+                let mut out = UdpOut::new(&endpoint, queue, counters);
+                let res = if meta.truncated {
+                    truncated += 1;
+                    catch_unwind(AssertUnwindSafe(|| {
+                        handler.on_truncated(data, meta.len, peer, &mut out)
+                    }))
+                } else {
+                    catch_unwind(AssertUnwindSafe(|| {
+                        handler.on_datagram(data, peer, &mut out)
+                    }))
+                };
+                if res.is_err() {
+                    counters.panics.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%peer, "UDP handler panicked; datagram dropped");
+                }
+            }
+            queue.flush(fd, counters);
+            if truncated > 0 {
+                counters
+                    .dgrams_truncated
+                    .fetch_add(truncated, Ordering::Relaxed);
+                tracing::debug!(local = %endpoint.local_addr(), truncated, "truncated UDP datagrams");
+            }
+            if n < batch {
+                // Drained: a later datagram raises a new edge.
+                return;
+            }
+        }
+        self.ready_udp.push(idx);
+    }
+
+    /// Runs the user timers that are due, in (deadline, creation) order.
+    /// Interval timers are pushed back at their next multiple of the
+    /// interval (missed ticks are skipped, not run in a burst).
+    fn fire_user_timers(&mut self) {
+        while let Some((seq, timer)) = self.user_timers.pop_due(self.now) {
+            let UserTimer {
+                deadline,
+                cancelled,
+                callback,
+            } = timer;
+            if cancelled.load(Ordering::Acquire) {
+                continue;
+            }
+            let ok = match callback {
+                Callback::Once(f) => catch_unwind(AssertUnwindSafe(f)).is_ok(),
+                Callback::Every { mut f, interval } => {
+                    let ok = catch_unwind(AssertUnwindSafe(&mut f)).is_ok();
+                    if ok && !cancelled.load(Ordering::Acquire) {
+                        // Time moved while the callback ran.
+                        self.tick();
+                        let mut next = deadline.saturating_add(interval);
+                        if next <= self.now {
+                            let behind = self.now - deadline;
+                            next = deadline.saturating_add((behind / interval + 1) * interval);
+                        }
+                        self.user_timers.insert(
+                            seq,
+                            UserTimer {
+                                deadline: next,
+                                cancelled,
+                                callback: Callback::Every { f, interval },
+                            },
+                        );
+                    }
+                    ok
+                }
+            };
+            if !ok {
+                self.shared.counters.panics.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    loop_index = self.shared.index,
+                    "timer callback panicked; timer stopped"
+                );
             }
         }
     }

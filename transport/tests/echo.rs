@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use common::*;
-use ferropoll_transport::testing::LeakCheck;
+use ferropoll_transport::testing::{LeakCheck, wait_until};
 use ferropoll_transport::{Dispatch, EventLoop, Listener, dial_tcp};
 
 const SIZES: &[usize] = &[1, 2, 100, 4095, 4096, 4097, 65_536, 1 << 20, 8 << 20];
@@ -58,9 +58,17 @@ fn echo_concurrent(dispatch: Dispatch) {
     for t in threads {
         t.join().unwrap();
     }
-    let stats = lp.stats();
-    assert_eq!(stats.accepted, 32);
-    assert_eq!(stats.bytes_in, stats.bytes_out);
+    // The sender counts its bytes just after `sendmsg`, so the client may
+    // have them before the counter moves: wait (bounded) for it.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let s = lp.stats();
+            s.bytes_in == s.bytes_out
+        }),
+        "{:?}",
+        lp.stats()
+    );
+    assert_eq!(lp.stats().accepted, 32);
     lp.shutdown(Duration::from_secs(5)).unwrap();
     drop(lp);
     leaks.assert_clean();

@@ -58,6 +58,18 @@ impl Epoll {
         Ok(())
     }
 
+    /// Removes `fd` from the set.
+    pub(crate) fn delete(&self, fd: RawFd) -> io::Result<()> {
+        // A null event is allowed for EPOLL_CTL_DEL (since Linux 2.6.9).
+        syscall!(epoll_ctl(
+            self.fd.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            fd,
+            std::ptr::null_mut()
+        ))?;
+        Ok(())
+    }
+
     /// Waits for events; `None` waits forever. The timeout is rounded up to
     /// whole milliseconds so a timer is never woken early.
     pub(crate) fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<()> {

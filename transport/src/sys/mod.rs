@@ -23,9 +23,11 @@
 
 mod epoll;
 mod socket;
+mod udp;
 
 pub(crate) use epoll::{Epoll, EventFd, Events, Interest, Ready};
 pub(crate) use socket::*;
+pub(crate) use udp::{MAX_BATCH, RecvBuf, send_batch};
 
 /// Calls a `libc` function and turns the `-1` error convention into
 /// `io::Result`.

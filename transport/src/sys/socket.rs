@@ -70,7 +70,12 @@ pub(crate) fn accept(fd: RawFd) -> io::Result<(OwnedFd, Addr)> {
     Ok((conn, sockaddr_to_addr(&storage, len)))
 }
 
-fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: T) -> io::Result<()> {
+pub(super) fn setsockopt<T>(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: T,
+) -> io::Result<()> {
     // `value` is a live `T` of the size passed.
     syscall!(setsockopt(
         fd,
@@ -128,7 +133,7 @@ pub(crate) fn local_addr(fd: RawFd) -> io::Result<Addr> {
     Ok(sockaddr_to_addr(&storage, len))
 }
 
-fn sockaddr_to_addr(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Addr {
+pub(super) fn sockaddr_to_addr(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Addr {
     let len = len as usize;
     match s.ss_family as libc::c_int {
         libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
@@ -289,7 +294,7 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-fn socket_addr_to_raw(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub(super) fn socket_addr_to_raw(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: an all-zero sockaddr_storage is valid.
     let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
     let len = match addr {
@@ -321,4 +326,52 @@ fn socket_addr_to_raw(addr: SocketAddr) -> (libc::sockaddr_storage, libc::sockle
         }
     };
     (storage, len as libc::socklen_t)
+}
+
+/// A non-blocking socket bound to `addr` with `SO_REUSEADDR` and
+/// `SO_REUSEPORT` on, so that one socket per loop can bind the same address
+/// and the kernel spreads new connections (or datagrams) over them by a
+/// hash of the 4-tuple. A stream socket is also put in listening state.
+pub(crate) fn bind_reuseport(addr: SocketAddr, stream: bool, backlog: i32) -> io::Result<OwnedFd> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let ty = if stream {
+        libc::SOCK_STREAM
+    } else {
+        libc::SOCK_DGRAM
+    };
+    // No pointer arguments.
+    let fd = syscall!(socket(
+        domain,
+        ty | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        0
+    ))?;
+    // SAFETY: a new descriptor that nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    setsockopt(
+        sock.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        1 as libc::c_int,
+    )?;
+    setsockopt(
+        sock.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_REUSEPORT,
+        1 as libc::c_int,
+    )?;
+    let (storage, len) = socket_addr_to_raw(addr);
+    // `storage` holds a sockaddr of `len` bytes.
+    syscall!(bind(
+        sock.as_raw_fd(),
+        (&storage as *const libc::sockaddr_storage).cast(),
+        len
+    ))?;
+    if stream {
+        listen(sock.as_raw_fd(), backlog)?;
+    }
+    Ok(sock)
 }
