@@ -107,29 +107,50 @@ pub(crate) enum Fast {
 
 /// Parses `*<n>\r\n` / `$<n>\r\n` at `buf[start..]` (after the type byte):
 /// `Ok(None)` if the line is not complete yet, else the number and the
-/// offset after the CRLF. `err` is returned for a malformed number.
+/// offset after the CRLF. `err` is returned for a malformed number. One
+/// pass: the digits are accumulated while the line end is looked for.
 #[inline]
 fn header(
     buf: &[u8],
     start: usize,
     err: ProtocolError,
 ) -> Result<Option<(i64, usize)>, ProtocolError> {
-    let rest = &buf[start.min(buf.len())..];
-    let window = &rest[..rest.len().min(MAX_HEADER_LINE)];
-    let Some(cr) = memchr::memchr(b'\r', window) else {
-        return if rest.len() >= MAX_HEADER_LINE {
-            Err(err)
-        } else {
-            Ok(None)
-        };
-    };
-    match rest.get(cr + 1) {
-        None => return Ok(None),
-        Some(b'\n') => {}
-        Some(_) => return Err(ProtocolError::ExpectedCrlf),
+    let mut i = start;
+    let neg = buf.get(i) == Some(&b'-');
+    if neg {
+        i += 1;
     }
-    let n = parse_i64(&rest[..cr]).ok_or(err)?;
-    Ok(Some((n, start + cr + 2)))
+    let digits = i;
+    let mut v: i64 = 0;
+    loop {
+        let Some(&c) = buf.get(i) else {
+            return Ok(None);
+        };
+        if i - start >= MAX_HEADER_LINE {
+            return Err(err); // leading zeros without end
+        }
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            if c == b'\r' && i > digits {
+                break;
+            }
+            return Err(err);
+        }
+        // 19 digits fit an i64; `checked_*` catches the rest.
+        v = v.checked_mul(10).ok_or(err)?;
+        v = if neg {
+            v.checked_sub(d as i64)
+        } else {
+            v.checked_add(d as i64)
+        }
+        .ok_or(err)?;
+        i += 1;
+    }
+    match buf.get(i + 1) {
+        None => Ok(None),
+        Some(b'\n') => Ok(Some((v, i + 2))),
+        Some(_) => Err(ProtocolError::ExpectedCrlf),
+    }
 }
 
 /// A decimal integer with an optional leading `-`, no other characters,
@@ -521,6 +542,11 @@ mod tests {
         );
         // A header that never ends is an error once it is longer than any number.
         assert_eq!(fast(&[b'*'; 40]).0, Fast::Error(InvalidMultibulkLength));
+        let mut zeros = b"*".to_vec();
+        zeros.extend_from_slice(&[b'0'; 40]);
+        assert_eq!(fast(&zeros).0, Fast::Error(InvalidMultibulkLength));
+        assert_eq!(fast(b"*\r\n").0, Fast::Error(InvalidMultibulkLength));
+        assert_eq!(fast(b"*-\r\n").0, Fast::Error(InvalidMultibulkLength));
         let mut long = vec![b'a'; 70_000];
         assert_eq!(fast(&long).0, Fast::Error(TooBigInline));
         long[1000] = b'\n';
