@@ -204,7 +204,8 @@ impl ServiceGenerator {
                 format!("{base}_async"),
                 format!(
                     "Starts `{path}` with default options; the future resolves to the response.\n\
-                     The request is sent before this returns; dropping the future cancels the call."
+                     The request is on its way when this returns (see `Client::unary_async`);\n\
+                     dropping the future cancels the call."
                 ),
                 "",
                 format!("{rpc}::CallFuture<{output}>"),
@@ -215,7 +216,8 @@ impl ServiceGenerator {
                 format!("{base}_async_with"),
                 format!(
                     "Starts `{path}` with `options`; the future resolves to the response.\n\
-                     The request is sent before this returns; dropping the future cancels the call."
+                     The request is on its way when this returns (see `Client::unary_async`);\n\
+                     dropping the future cancels the call."
                 ),
                 ", options: &{rpc}::CallOptions",
                 format!("{rpc}::CallFuture<{output}>"),

@@ -18,7 +18,8 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Instant;
 
@@ -34,7 +35,9 @@ type Outcome = Result<LinkBuffer, Status>;
 
 enum SlotState {
     Waiting(Option<Waker>),
-    Done(Outcome),
+    /// `counted`: completed while a future waited on it, and counted in
+    /// [`CallTable::ready`] until the future takes the outcome.
+    Done(Outcome, bool),
     Taken,
 }
 
@@ -46,12 +49,20 @@ struct Slot {
 }
 
 impl Slot {
-    /// Stores the outcome and wakes the waiter (both kinds).
-    fn finish(&self, outcome: Outcome) {
+    /// Stores the outcome and wakes the waiter (both kinds). A future's
+    /// completion is counted in `ready` until it takes the outcome.
+    fn finish(&self, outcome: Outcome, ready: &AtomicUsize) {
         let waker = {
             let mut state = self.state.lock();
-            match std::mem::replace(&mut *state, SlotState::Done(outcome)) {
-                SlotState::Waiting(waker) => waker,
+            match std::mem::replace(&mut *state, SlotState::Done(outcome, false)) {
+                SlotState::Waiting(Some(waker)) => {
+                    ready.fetch_add(1, Ordering::SeqCst);
+                    if let SlotState::Done(_, counted) = &mut *state {
+                        *counted = true;
+                    }
+                    Some(waker)
+                }
+                SlotState::Waiting(None) => None,
                 // Completed twice cannot happen (only the remover completes);
                 // keep the first outcome if it ever did.
                 previous => {
@@ -95,6 +106,8 @@ struct TableState {
 pub struct CallTable {
     state: Mutex<TableState>,
     max_in_flight: usize,
+    /// Futures woken with their outcome and not yet polled to take it.
+    ready: AtomicUsize,
 }
 
 impl fmt::Debug for CallTable {
@@ -119,7 +132,21 @@ impl CallTable {
                 closed: None,
             }),
             max_in_flight,
+            ready: AtomicUsize::new(0),
         }
+    }
+
+    /// Calls completed for a waiting future that has not taken its outcome
+    /// yet: tasks woken and about to run. While there are some, a new async
+    /// call leaves its request staged for the last of them to send
+    /// ([`CallFuture::with_flush`]).
+    pub(crate) fn ready(&self) -> usize {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// A counted outcome was taken; returns whether it was the last one.
+    fn taken(&self) -> bool {
+        self.ready.fetch_sub(1, Ordering::SeqCst) == 1
     }
 
     /// Registers a call that must complete by `deadline`, giving it the next
@@ -185,7 +212,7 @@ impl CallTable {
         let slot = self.state.lock().pending.remove(&seq);
         match slot {
             Some(slot) => {
-                slot.finish(outcome);
+                slot.finish(outcome, &self.ready);
                 true
             }
             None => false,
@@ -197,7 +224,7 @@ impl CallTable {
         let slot = self.state.lock().pending.remove(&seq);
         match (slot, status) {
             (Some(slot), Some(status)) => {
-                slot.finish(Err(status));
+                slot.finish(Err(status), &self.ready);
                 true
             }
             (Some(_), None) => true,
@@ -228,7 +255,7 @@ impl CallTable {
             expired
         };
         for slot in &expired {
-            slot.finish(Err(deadline_status()));
+            slot.finish(Err(deadline_status()), &self.ready);
         }
         expired.len()
     }
@@ -252,7 +279,7 @@ impl CallTable {
             s.pending.drain().map(|(_, slot)| slot).collect()
         };
         for slot in pending {
-            slot.finish(Err(status.clone()));
+            slot.finish(Err(status.clone()), &self.ready);
         }
     }
 
@@ -305,12 +332,17 @@ pub struct CallFuture<T> {
 
 /// Something that sends what callers staged for a connection.
 pub(crate) trait Flush: Send + Sync {
+    /// Sends what is staged.
     fn flush(&self);
+    /// A request stays staged for the last woken future to send; make sure
+    /// it goes out soon even if that future is never polled.
+    fn deferred(&self);
 }
 
 struct DeferredFlush {
-    flusher: Arc<dyn Flush>,
-    yielded: bool,
+    /// Weak: a pending future must not keep its connection open after the
+    /// client is gone.
+    flusher: Weak<dyn Flush>,
 }
 
 impl<T> fmt::Debug for CallFuture<T> {
@@ -335,26 +367,36 @@ impl<T: Message + Default> CallFuture<T> {
         }
     }
 
-    /// Leaves sending the (staged) request to the future: on its first poll
-    /// it yields once — wakes itself and returns `Pending` — so that other
-    /// tasks of the same executor stage their requests too, and flushes on
-    /// the second poll: calls started together share one write. A blocking
-    /// [`wait`](CallFuture::wait) and a drop flush at once.
+    /// Sends the request staged for this call through `flusher`, or leaves
+    /// it staged so that calls started by tasks woken together share one
+    /// write.
+    ///
+    /// The request is sent now unless other futures of the same connection
+    /// were woken with their outcome and have not taken it yet
+    /// ([`CallTable::ready`]): those tasks are about to run and, typically,
+    /// to start calls too, so the request stays staged and the last of them
+    /// to take its outcome (or to be dropped) sends everything staged in
+    /// one `sendmsg`; `flusher.deferred()` bounds the wait if they never
+    /// run.
     pub(crate) fn with_flush(mut self, flusher: Arc<dyn Flush>) -> CallFuture<T> {
+        match &self.inner {
+            Inner::Pending { table, .. } if table.ready() > 0 => flusher.deferred(),
+            _ => flusher.flush(),
+        }
         if matches!(self.inner, Inner::Pending { .. }) {
             self.flush = Some(DeferredFlush {
-                flusher,
-                yielded: false,
+                flusher: Arc::downgrade(&flusher),
             });
-        } else {
-            flusher.flush();
         }
         self
     }
 
-    fn flush_now(&mut self) {
-        if let Some(f) = self.flush.take() {
-            f.flusher.flush();
+    /// A counted outcome was taken: the last one sends what is staged.
+    fn took_counted(&self, table: &CallTable) {
+        if table.taken() {
+            if let Some(f) = self.flush.as_ref().and_then(|f| f.flusher.upgrade()) {
+                f.flush();
+            }
         }
     }
 
@@ -390,7 +432,6 @@ impl<T: Message + Default> CallFuture<T> {
     /// Blocks the calling thread until the call completes or its deadline
     /// passes (then DEADLINE_EXCEEDED).
     pub fn wait(mut self) -> Result<T, Status> {
-        self.flush_now();
         let (table, slot) = match std::mem::replace(&mut self.inner, Inner::Finished) {
             Inner::Pending { table, slot } => (table, slot),
             Inner::Failed(status) => return Err(status),
@@ -398,12 +439,16 @@ impl<T: Message + Default> CallFuture<T> {
         };
         let mut state = slot.state.lock();
         loop {
-            if let SlotState::Done(_) = &*state {
-                let SlotState::Done(outcome) = std::mem::replace(&mut *state, SlotState::Taken)
+            if let SlotState::Done(..) = &*state {
+                let SlotState::Done(outcome, counted) =
+                    std::mem::replace(&mut *state, SlotState::Taken)
                 else {
                     unreachable!("matched Done just above")
                 };
                 drop(state);
+                if counted {
+                    self.took_counted(&table);
+                }
                 return Self::decode(outcome);
             }
             match slot.deadline {
@@ -431,14 +476,6 @@ impl<T: Message + Default> Future for CallFuture<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if let Some(f) = &mut this.flush {
-            if !f.yielded {
-                f.yielded = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            this.flush_now();
-        }
         let (table, slot) = match &this.inner {
             Inner::Pending { table, slot } => (table, slot),
             Inner::Failed(_) => {
@@ -454,12 +491,17 @@ impl<T: Message + Default> Future for CallFuture<T> {
         };
         let mut state = slot.state.lock();
         match &mut *state {
-            SlotState::Done(_) => {
-                let SlotState::Done(outcome) = std::mem::replace(&mut *state, SlotState::Taken)
+            SlotState::Done(..) => {
+                let SlotState::Done(outcome, counted) =
+                    std::mem::replace(&mut *state, SlotState::Taken)
                 else {
                     unreachable!("matched Done just above")
                 };
                 drop(state);
+                if counted {
+                    let table = Arc::clone(table);
+                    this.took_counted(&table);
+                }
                 this.inner = Inner::Finished;
                 Poll::Ready(Self::decode(outcome))
             }
@@ -496,10 +538,21 @@ impl<T: Message + Default> Future for CallFuture<T> {
 
 impl<T> Drop for CallFuture<T> {
     fn drop(&mut self) {
-        if let Some(f) = self.flush.take() {
-            f.flusher.flush();
-        }
         if let Inner::Pending { table, slot } = &self.inner {
+            // Woken but never polled again: give back the count (and send
+            // what waits for the last woken future).
+            let counted = {
+                let mut state = slot.state.lock();
+                match &mut *state {
+                    SlotState::Done(_, counted) => std::mem::take(counted),
+                    _ => false,
+                }
+            };
+            if counted && table.taken() {
+                if let Some(f) = self.flush.as_ref().and_then(|f| f.flusher.upgrade()) {
+                    f.flush();
+                }
+            }
             // Cancelled: remove the entry so that a late response is dropped.
             table.abandon(slot.seq, None);
         }

@@ -503,12 +503,12 @@ impl Client {
     /// polled then. Dropping it cancels the call (a late response is
     /// dropped).
     ///
-    /// The request is encoded now; over a network connection it is sent
-    /// when the future is first polled — after yielding once, so that the
-    /// other tasks of the executor that start calls at the same time share
-    /// one `sendmsg` — or when it is [`wait`](CallFuture::wait)ed on or
-    /// dropped, whichever comes first. A future that is never polled
-    /// therefore sends nothing until the next write on its connection.
+    /// The request is sent before this returns — except while other futures
+    /// of the same connection have been completed and woken but not yet
+    /// polled: their tasks are about to run and most start calls too, so
+    /// the request waits for the last of them, and all go out in one
+    /// `sendmsg` (within a millisecond at worst, if those futures are never
+    /// polled). This is what makes many tasks on one executor share writes.
     pub fn unary_async<Req: Message, Resp: Message + Default>(
         &self,
         service: &str,

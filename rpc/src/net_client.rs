@@ -58,6 +58,8 @@ impl std::fmt::Display for Target {
 pub(crate) struct ConnSession {
     conn: Connection,
     session: ClientSession,
+    /// The client's deadline timer (also the safety net of deferred sends).
+    timer: Arc<OnceLock<Option<DeadlineTimer>>>,
     staged: Mutex<LinkBuffer>,
     /// Bytes were staged since the flusher last took them.
     pending: AtomicBool,
@@ -105,14 +107,7 @@ impl ConnSession {
             .is_ok()
         {
             if self.pending.swap(false, Ordering::SeqCst) {
-                let frames = std::mem::replace(&mut *self.staged.lock(), LinkBuffer::new());
-                let mut w = self.conn.writer();
-                w.append(frames);
-                if let Err(e) = w.flush() {
-                    // The transport closes the connection; the close callback
-                    // fails the pending calls.
-                    tracing::debug!(conn = self.conn.id(), "rpc request not sent: {e}");
-                }
+                self.send_staged();
             }
             self.flushing.store(false, Ordering::SeqCst);
             if !self.pending.load(Ordering::SeqCst) {
@@ -120,11 +115,38 @@ impl ConnSession {
             }
         }
     }
+
+    /// Moves the staged requests to the connection and sends them.
+    fn send_staged(&self) {
+        let frames = {
+            let mut staged = self.staged.lock();
+            if staged.is_empty() && staged.unflushed_len() == 0 {
+                return;
+            }
+            std::mem::replace(&mut *staged, LinkBuffer::new())
+        };
+        let mut w = self.conn.writer();
+        w.append(frames);
+        if let Err(e) = w.flush() {
+            // The transport closes the connection; the close callback fails
+            // the pending calls.
+            tracing::debug!(conn = self.conn.id(), "rpc request not sent: {e}");
+        }
+    }
 }
 
 impl Flush for ConnSession {
     fn flush(&self) {
         self.kick();
+    }
+
+    fn deferred(&self) {
+        // The timer kicks every connection when it wakes: the request goes
+        // out within a millisecond even if the woken futures it waits for
+        // are never polled.
+        if let Some(Some(timer)) = self.timer.get() {
+            timer.arm(Instant::now() + Duration::from_millis(1));
+        }
     }
 }
 
@@ -141,6 +163,7 @@ impl Expire for Registry {
         sessions
             .iter()
             .filter_map(|cs| {
+                cs.kick();
                 cs.session.expire(now);
                 cs.session.next_deadline()
             })
@@ -199,7 +222,7 @@ pub(crate) struct NetClient {
     registry: Arc<Registry>,
     slots: Box<[RwLock<Slot>]>,
     next: AtomicUsize,
-    timer: OnceLock<Option<DeadlineTimer>>,
+    timer: Arc<OnceLock<Option<DeadlineTimer>>>,
 }
 
 impl NetClient {
@@ -224,7 +247,7 @@ impl NetClient {
             registry,
             slots,
             next: AtomicUsize::new(0),
-            timer: OnceLock::new(),
+            timer: Arc::new(OnceLock::new()),
         };
         for slot in client.slots.iter() {
             let cs = client.dial()?;
@@ -248,6 +271,7 @@ impl NetClient {
         let cs = Arc::new(ConnSession {
             conn: conn.clone(),
             session: ClientSession::new(&self.options),
+            timer: Arc::clone(&self.timer),
             staged: Mutex::new(LinkBuffer::new()),
             pending: AtomicBool::new(false),
             flushing: AtomicBool::new(false),
@@ -352,16 +376,16 @@ impl NetClient {
         picked.unwrap_or_else(CallFuture::failed)
     }
 
-    /// Makes sure an unpolled future still fails at its deadline.
+    /// Makes sure an unpolled future still fails at its deadline (and
+    /// starts the timer that also backs deferred sends).
     pub(crate) fn watch_deadline(&self, deadline: Option<Instant>) {
-        let Some(deadline) = deadline else { return };
         let timer = self.timer.get_or_init(|| {
             let target: Weak<dyn Expire> = Arc::downgrade(&self.registry) as Weak<dyn Expire>;
             DeadlineTimer::start("ferropoll-rpc-timer", target)
                 .map_err(|e| tracing::error!("cannot start the rpc deadline timer: {e}"))
                 .ok()
         });
-        if let Some(timer) = timer {
+        if let (Some(timer), Some(deadline)) = (timer, deadline) {
             timer.arm(deadline);
         }
     }

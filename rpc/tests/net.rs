@@ -668,3 +668,39 @@ fn many_clients_and_dropping_them_leaks_nothing() {
     drop(t);
     leaks.assert_clean();
 }
+
+#[test]
+fn a_deferred_request_goes_out_even_if_the_woken_futures_never_run() {
+    let leaks = LeakCheck::new();
+    let t = start();
+    let client = connect(&t.addr);
+    let echo = EchoClient::new(client.clone());
+    // Future A: polled once (its waker registered), completed, woken — and
+    // then never polled again: its task "is about to run" forever.
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = Waker::from(Arc::clone(&flag));
+    let mut cx = TaskContext::from_waker(&waker);
+    let mut a = Box::pin(echo.echo_async(&req("a")));
+    assert!(a.as_mut().poll(&mut cx).is_pending());
+    assert!(wait_until(Duration::from_secs(5), || flag
+        .0
+        .load(Ordering::SeqCst)));
+    // B is started while A counts as "woken, not yet run": its request is
+    // staged for A's task to send, and the client's timer sends it anyway.
+    let began = Instant::now();
+    let b = echo.echo_async(&req("b"));
+    assert_eq!(&b.wait().unwrap().payload[..], b"b");
+    assert!(
+        began.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        began.elapsed()
+    );
+    // Dropping A gives its count back: C goes out at once.
+    drop(a);
+    let c = futures::executor::block_on(echo.echo_async(&req("c"))).unwrap();
+    assert_eq!(&c.payload[..], b"c");
+    drop((c, echo, client));
+    t.server.shutdown(Duration::from_secs(5)).unwrap();
+    drop(t);
+    leaks.assert_clean();
+}
