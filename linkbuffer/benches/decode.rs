@@ -17,6 +17,20 @@
 //! `skip` + `release` (what a `sendmsg` flush does) — against the same into
 //! a `Vec<u8>` that is cleared after each batch.
 //!
+//! Round trips (`roundtrip/...`): the per-message buffer work of a server,
+//! 64 messages per iteration, as the transport and the RPC layer drive it
+//! (the test `tests/hot_paths.rs` checks these loops allocate nothing):
+//! - `echo_<size>`: `book` + copy + `book_ack` (the read), `slice` +
+//!   `release` + `append` + `flush` (the handler), `readable_vectored` +
+//!   copy out + `skip` + `release` (the `sendmsg`) — against `BytesMut`:
+//!   `reserve` + `extend_from_slice`, `split().freeze()`, copy out;
+//! - `rpc_<size>`: one request frame per read, decoded as
+//!   `rpc/src/codec.rs` does (`peek` the prefix, `next_bytes` the prost
+//!   header with `bytes` fields, `slice` the payload, prost-decode it), the
+//!   echo response encoded (`write_binary` of the head, `malloc` +
+//!   `encode_raw` of the message) and sent — against the same over
+//!   `BytesMut` (`split_to().freeze()`, encode into a reused `BytesMut`).
+//!
 //! Run: `cargo bench -p ferropoll-linkbuffer --bench decode`.
 //!
 //! After criterion's own (wall-clock) measurement of each contender, every
@@ -38,7 +52,7 @@ use std::hint::black_box;
 use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group};
 use ferropoll_linkbuffer::LinkBuffer;
 use prost::Message;
@@ -404,6 +418,299 @@ fn bench_encode(c: &mut Criterion) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// round trips
+
+/// Messages per round-trip iteration.
+const MESSAGES: usize = 64;
+
+/// The transport's `book` minimum (`transport/src/reactor.rs`).
+const MIN_READ: usize = 4096;
+
+/// One read of `msg` into `buf`, as the reactor does.
+fn read_into(buf: &mut LinkBuffer, msg: &[u8]) {
+    let space = buf.book(MIN_READ);
+    let n = space.len().min(msg.len());
+    space[..n].copy_from_slice(&msg[..n]);
+    buf.book_ack(n);
+    assert_eq!(n, msg.len(), "one read per message");
+}
+
+/// `send_locked`: `sendmsg` of up to 8 chunks (a copy to `sink` here),
+/// `skip`, until empty, then `release`.
+fn send_out(out: &mut LinkBuffer, sink: &mut Vec<u8>) -> usize {
+    let mut total = 0;
+    loop {
+        let mut iov = [IoSlice::new(&[]); 8];
+        let n = out.readable_vectored(&mut iov);
+        if n == 0 {
+            break;
+        }
+        let mut sent = 0;
+        for s in &iov[..n] {
+            sink.extend_from_slice(s);
+            sent += s.len();
+        }
+        out.skip(sent).unwrap();
+        total += sent;
+    }
+    out.release();
+    sink.clear();
+    total
+}
+
+struct EchoLb {
+    reader: LinkBuffer,
+    out: LinkBuffer,
+    sink: Vec<u8>,
+}
+
+fn echo_linkbuffer(st: &mut EchoLb, msgs: &[Vec<u8>]) -> usize {
+    let mut total = 0;
+    for msg in msgs {
+        read_into(&mut st.reader, msg);
+        let n = st.reader.len();
+        let data = st.reader.slice(n).unwrap();
+        st.reader.release();
+        st.out.append(data);
+        st.out.flush();
+        total += send_out(&mut st.out, &mut st.sink);
+    }
+    total
+}
+
+struct EchoBm {
+    input: BytesMut,
+    sink: Vec<u8>,
+}
+
+fn echo_bytesmut(st: &mut EchoBm, msgs: &[Vec<u8>]) -> usize {
+    let mut total = 0;
+    for msg in msgs {
+        st.input.reserve(MIN_READ.max(msg.len()));
+        st.input.extend_from_slice(msg);
+        let data = st.input.split().freeze();
+        st.sink.extend_from_slice(black_box(&data));
+        total += st.sink.len();
+        st.sink.clear();
+    }
+    total
+}
+
+/// `ferropoll.rpc.Header` as the RPC layer decodes it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcHeader {
+    #[prost(uint64, tag = "1")]
+    seq: u64,
+    #[prost(int32, tag = "2")]
+    kind: i32,
+    #[prost(bytes = "bytes", tag = "3")]
+    service: Bytes,
+    #[prost(bytes = "bytes", tag = "4")]
+    method: Bytes,
+    #[prost(uint32, tag = "5")]
+    status_code: u32,
+    #[prost(string, tag = "6")]
+    status_message: String,
+    #[prost(uint64, tag = "7")]
+    timeout_us: u64,
+}
+
+/// `echo.EchoRequest` / `echo.EchoResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EchoMsg {
+    #[prost(bytes = "bytes", tag = "1")]
+    payload: Bytes,
+}
+
+const RPC_PREFIX: usize = 12;
+
+fn rpc_request(seq: u64, payload: usize) -> Vec<u8> {
+    let header = RpcHeader {
+        seq,
+        kind: 1,
+        service: Bytes::from_static(b"echo.Echo"),
+        method: Bytes::from_static(b"Echo"),
+        timeout_us: 1_000_000,
+        ..RpcHeader::default()
+    };
+    let msg = EchoMsg {
+        payload: (0..payload).map(|i| (i as u64 + seq) as u8).collect(),
+    };
+    let (hl, ml) = (header.encoded_len(), msg.encoded_len());
+    let mut f = vec![0xFE, 0x9C, 1, 0];
+    f.extend_from_slice(&((hl + ml) as u32).to_be_bytes());
+    f.extend_from_slice(&(hl as u32).to_be_bytes());
+    header.encode(&mut f).unwrap();
+    msg.encode(&mut f).unwrap();
+    f
+}
+
+/// Prefix + header on the stack, as `codec::write_head` builds them.
+fn rpc_head(seq: u64, msg_len: usize, stack: &mut [u8; 256]) -> usize {
+    let header = RpcHeader {
+        seq,
+        kind: 2,
+        ..RpcHeader::default()
+    };
+    let hl = header.encoded_len();
+    stack[..4].copy_from_slice(&[0xFE, 0x9C, 1, 0]);
+    stack[4..8].copy_from_slice(&((hl + msg_len) as u32).to_be_bytes());
+    stack[8..12].copy_from_slice(&(hl as u32).to_be_bytes());
+    let mut rest = &mut stack[RPC_PREFIX..];
+    header.encode_raw(&mut rest);
+    RPC_PREFIX + hl
+}
+
+fn rpc_lengths(prefix: &[u8]) -> (usize, usize) {
+    let body = u32::from_be_bytes(prefix[4..8].try_into().unwrap()) as usize;
+    let head = u32::from_be_bytes(prefix[8..12].try_into().unwrap()) as usize;
+    (body, head)
+}
+
+fn rpc_linkbuffer(st: &mut EchoLb, frames: &[Vec<u8>]) -> usize {
+    let mut total = 0;
+    let mut stack = [0u8; 256];
+    for frame in frames {
+        read_into(&mut st.reader, frame);
+        // codec::decode
+        let mut prefix = [0u8; RPC_PREFIX];
+        prefix.copy_from_slice(st.reader.peek(RPC_PREFIX).unwrap());
+        let (body, head) = rpc_lengths(&prefix);
+        st.reader.skip(RPC_PREFIX).unwrap();
+        let header = RpcHeader::decode(st.reader.next_bytes(head).unwrap()).unwrap();
+        let payload = st.reader.slice(body - head).unwrap();
+        // the echo handler
+        assert_eq!(&header.method[..], b"Echo");
+        let req = EchoMsg::decode(payload).unwrap();
+        let resp = EchoMsg {
+            payload: req.payload,
+        };
+        // codec::encode_response
+        let ml = resp.encoded_len();
+        let n = rpc_head(header.seq, ml, &mut stack);
+        st.out.write_binary(&stack[..n]);
+        let mut dst = st.out.malloc(ml);
+        resp.encode_raw(&mut dst);
+        // the glue: flush, release the input
+        st.out.flush();
+        total += send_out(&mut st.out, &mut st.sink);
+        st.reader.release();
+    }
+    total
+}
+
+struct RpcBm {
+    input: BytesMut,
+    out: BytesMut,
+    sink: Vec<u8>,
+}
+
+fn rpc_bytesmut(st: &mut RpcBm, frames: &[Vec<u8>]) -> usize {
+    let mut total = 0;
+    let mut stack = [0u8; 256];
+    for frame in frames {
+        st.input.reserve(MIN_READ.max(frame.len()));
+        st.input.extend_from_slice(frame);
+        let (body, head) = rpc_lengths(&st.input[..RPC_PREFIX]);
+        st.input.advance(RPC_PREFIX);
+        let header = RpcHeader::decode(st.input.split_to(head).freeze()).unwrap();
+        let payload = st.input.split_to(body - head).freeze();
+        assert_eq!(&header.method[..], b"Echo");
+        let req = EchoMsg::decode(payload).unwrap();
+        let resp = EchoMsg {
+            payload: req.payload,
+        };
+        let ml = resp.encoded_len();
+        let n = rpc_head(header.seq, ml, &mut stack);
+        st.out.reserve(n + ml);
+        st.out.put_slice(&stack[..n]);
+        resp.encode_raw(&mut st.out);
+        st.sink.extend_from_slice(black_box(&st.out[..]));
+        total += st.sink.len();
+        st.sink.clear();
+        st.out.clear();
+    }
+    total
+}
+
+/// Payload sizes of the round-trip groups.
+const ROUNDTRIP_SIZES: [usize; 2] = [64, 1 << 10];
+
+fn echo_group(size: usize) -> String {
+    format!("roundtrip/echo_{}", size_name(size))
+}
+
+fn rpc_group(size: usize) -> String {
+    format!("roundtrip/rpc_{}", size_name(size))
+}
+
+fn echo_contenders(msgs: &[Vec<u8>]) -> Vec<Contender<'_>> {
+    let mut lb = EchoLb {
+        reader: LinkBuffer::new(),
+        out: LinkBuffer::new(),
+        sink: Vec::with_capacity(64 << 10),
+    };
+    let mut bm = EchoBm {
+        input: BytesMut::new(),
+        sink: Vec::with_capacity(64 << 10),
+    };
+    vec![
+        (
+            "linkbuffer",
+            Box::new(move || echo_linkbuffer(&mut lb, msgs)),
+        ),
+        ("bytesmut", Box::new(move || echo_bytesmut(&mut bm, msgs))),
+    ]
+}
+
+fn rpc_contenders(frames: &[Vec<u8>]) -> Vec<Contender<'_>> {
+    let mut lb = EchoLb {
+        reader: LinkBuffer::new(),
+        out: LinkBuffer::new(),
+        sink: Vec::with_capacity(64 << 10),
+    };
+    let mut bm = RpcBm {
+        input: BytesMut::new(),
+        out: BytesMut::new(),
+        sink: Vec::with_capacity(64 << 10),
+    };
+    vec![
+        (
+            "linkbuffer",
+            Box::new(move || rpc_linkbuffer(&mut lb, frames)),
+        ),
+        ("bytesmut", Box::new(move || rpc_bytesmut(&mut bm, frames))),
+    ]
+}
+
+fn echo_messages(size: usize) -> Vec<Vec<u8>> {
+    (0..MESSAGES)
+        .map(|k| (0..size).map(|i| (i * 7 + k) as u8).collect())
+        .collect()
+}
+
+fn rpc_frames(size: usize) -> Vec<Vec<u8>> {
+    (0..MESSAGES as u64).map(|k| rpc_request(k, size)).collect()
+}
+
+fn bench_roundtrip(c: &mut Criterion) {
+    for size in ROUNDTRIP_SIZES {
+        let msgs = echo_messages(size);
+        let mut contenders = echo_contenders(&msgs);
+        let sizes: Vec<usize> = contenders.iter_mut().map(|(_, f)| f()).collect();
+        assert!(sizes.iter().all(|&s| s == sizes[0]), "{sizes:?}");
+        run_group(c, &echo_group(size), sizes[0], 1, contenders);
+    }
+    for size in ROUNDTRIP_SIZES {
+        let frames = rpc_frames(size);
+        let mut contenders = rpc_contenders(&frames);
+        let sizes: Vec<usize> = contenders.iter_mut().map(|(_, f)| f()).collect();
+        assert!(sizes.iter().all(|&s| s == sizes[0]), "{sizes:?}");
+        run_group(c, &rpc_group(size), sizes[0], 1, contenders);
+    }
+}
+
 /// Runs one contender `iters` times without criterion (see the module docs).
 fn run_only(only: &str, iters: u64) {
     let (group, name) = only.rsplit_once('/').expect("<group>/<contender>");
@@ -429,6 +736,15 @@ fn run_only(only: &str, iters: u64) {
     {
         let msgs = messages(payload);
         run(encode_contenders(&msgs));
+    } else if let Some(size) = ROUNDTRIP_SIZES
+        .into_iter()
+        .find(|&p| echo_group(p) == group)
+    {
+        let msgs = echo_messages(size);
+        run(echo_contenders(&msgs));
+    } else if let Some(size) = ROUNDTRIP_SIZES.into_iter().find(|&p| rpc_group(p) == group) {
+        let frames = rpc_frames(size);
+        run(rpc_contenders(&frames));
     } else {
         panic!("unknown group {group}");
     }
@@ -444,7 +760,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_decode, bench_encode
+    targets = bench_decode, bench_encode, bench_roundtrip
 }
 
 fn main() {

@@ -17,7 +17,8 @@ use crate::LinkBuffer;
 /// `chunk` the readable part of the first node, `chunks_vectored`
 /// [`LinkBuffer::readable_vectored`], and `copy_to_bytes`
 /// [`LinkBuffer::next_bytes`] — zero-copy, so `prost` decodes `bytes::Bytes`
-/// fields as views into the nodes.
+/// fields as views into the nodes (except short fields near the end of a
+/// read, copied to an arena instead; see the crate docs).
 impl Buf for LinkBuffer {
     #[inline]
     fn remaining(&self) -> usize {

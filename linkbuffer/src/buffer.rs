@@ -22,7 +22,8 @@ use crate::error::{Error, Result};
 use crate::node::{NODE_HEADER, Slot};
 use crate::slots::Slots;
 
-/// Size of a node allocated for small writes.
+/// Size of a node allocated for small writes (its mcache class: it holds
+/// `BLOCK_SIZE - NODE_HEADER` bytes).
 ///
 /// 8 KiB: one node holds a batch of typical RPC frames (a few hundred bytes
 /// each), so a flush of a pipelined batch is one or two iovecs, while a
@@ -205,8 +206,11 @@ impl LinkBuffer {
     #[inline]
     fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.len);
+        let single = self.slots.single();
         if let Some(front) = self.slots.front_mut() {
-            if n < front.len() {
+            // Within the first slot; exhausting it too when it is the only
+            // one (the writer may still fill it).
+            if n < front.len() || (single && n == front.len()) {
                 front.advance(n);
                 self.len -= n;
                 self.total -= n;
@@ -456,12 +460,15 @@ impl LinkBuffer {
     /// still referenced by views ([`slice`](LinkBuffer::slice),
     /// [`next_bytes`](LinkBuffer::next_bytes)) stay alive until those drop;
     /// see [`pinned_bytes`](crate::pinned_bytes).
+    #[inline]
     pub fn release(&mut self) {
-        self.trim_front();
         if self.total == 0 {
             self.slots.clear();
             self.booked = 0;
         } else {
+            if !self.slots.single() {
+                self.trim_front();
+            }
             self.slots.shrink_scratch(SCRATCH_KEEP);
         }
     }
@@ -471,9 +478,10 @@ impl LinkBuffer {
     /// and outlives [`release`](LinkBuffer::release). Its bytes are all
     /// readable; it can be written to (into nodes of its own).
     ///
-    /// Within one node it allocates nothing once that node has a cached
-    /// view (the first view of a node's newly flushed bytes allocates one
-    /// small header). A slice spanning `k` nodes keeps `k` slots.
+    /// It allocates nothing: within one node, the slice holds one reference
+    /// to the node (or a slice of the node's cached `Bytes`, if one covers
+    /// the bytes). A slice spanning `k` nodes keeps `k` slots (a queue of
+    /// more than one slot is a small allocation).
     ///
     /// ```
     /// # use ferropoll_linkbuffer::LinkBuffer;
@@ -539,10 +547,16 @@ impl LinkBuffer {
     ///
     /// Zero-copy when they lie in one node: the `Bytes` shares the node by
     /// reference count and outlives [`release`](LinkBuffer::release). Each
-    /// node caches one `Bytes` over its flushed bytes and hands out slices
-    /// of it, so in steady state a call costs one atomic increment. Bytes
-    /// spanning nodes are copied into a new allocation (a `Bytes` is
-    /// contiguous); use [`slice`](LinkBuffer::slice) to avoid that.
+    /// node caches one `Bytes` over all its readable bytes and hands out
+    /// slices of it, so a call costs one atomic increment, plus one small
+    /// allocation for the first view of each read. Except: a short run (at
+    /// most 1 KiB) that no cached `Bytes` covers and with fewer than 4 KiB
+    /// readable after it in its node — typically a field of the last
+    /// message of a read — is copied into a per-thread arena, which
+    /// allocates nothing and keeps no node alive (see the crate docs,
+    /// "Views and copies"). Bytes spanning nodes are copied (a `Bytes` is
+    /// contiguous): into the arena up to 1 KiB, else into a new allocation;
+    /// use [`slice`](LinkBuffer::slice) to avoid that.
     ///
     /// # Errors
     ///
@@ -600,7 +614,21 @@ impl LinkBuffer {
     /// let n = buf.readable_vectored(&mut iov);
     /// assert_eq!((n, &*iov[0]), (1, &b"ping"[..]));
     /// ```
+    #[inline]
     pub fn readable_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        if self.slots.single() {
+            return match (self.slots.front(), dst.first_mut()) {
+                (Some(s), Some(d)) if self.len > 0 => {
+                    *d = IoSlice::new(&s.content()[..self.len]);
+                    1
+                }
+                _ => 0,
+            };
+        }
+        self.readable_vectored_slow(dst)
+    }
+
+    fn readable_vectored_slow<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut i = 0;
         let mut left = self.len;
         for s in self.slots.iter() {
@@ -669,9 +697,9 @@ impl LinkBuffer {
     ///
     /// The bytes hold unspecified old data: write all of them, or give back
     /// the unwritten end with [`malloc_ack`](LinkBuffer::malloc_ack). A new
-    /// node of `max(n, BLOCK_SIZE)` bytes is allocated when the last one
-    /// lacks room; `n` above [`MAX_NODE`] gets one unpooled node of that
-    /// size, since the bytes must be contiguous.
+    /// node of `max(n + NODE_HEADER, BLOCK_SIZE)` bytes is allocated when
+    /// the last one lacks room; above [`MAX_NODE`] that is one unpooled
+    /// node, since the bytes must be contiguous.
     ///
     /// ```
     /// # use ferropoll_linkbuffer::LinkBuffer;
@@ -839,16 +867,18 @@ impl LinkBuffer {
     /// input.flush();
     /// assert_eq!(input.len(), 20);
     /// ```
-    pub fn append(&mut self, mut other: LinkBuffer) {
+    #[inline]
+    pub fn append(&mut self, other: LinkBuffer) {
         self.booked = 0;
-        if other.total == 0 {
+        // Moved out whole: `other` has no drop glue left to run.
+        let LinkBuffer { slots, total, .. } = other;
+        if total == 0 {
             return;
         }
         if self.slots.back().is_some_and(|s| s.len() == 0) {
             self.slots.pop_back();
         }
-        self.total += other.total;
-        let slots = other.slots.take();
+        self.total += total;
         self.slots.append_from(slots, |s| s.len() > 0);
     }
 
@@ -874,7 +904,10 @@ impl LinkBuffer {
     ///
     /// The space is the last node's spare room if that holds at least
     /// `min` bytes and half the read size (and the node is not a large one
-    /// kept for small reads), else a new node of `max(min, read_size)`.
+    /// kept for small reads), else a new node of `max(min, read_size)`
+    /// bytes (`min` plus the [`NODE_HEADER`](crate::NODE_HEADER) when `min`
+    /// is the larger): a power-of-two read size fills an mcache class, so a
+    /// fresh node offers the read size less the 16-byte header.
     /// When the buffer then holds only a few unread bytes (at most 4 KiB
     /// and a quarter of the read size, in one node: typically the start of
     /// a frame whose end is still in the kernel), they are copied to the
@@ -897,6 +930,13 @@ impl LinkBuffer {
     /// ```
     pub fn book(&mut self, min: usize) -> &mut [u8] {
         let want = min.max(self.read_size as usize);
+        if self.slots.front().is_none() {
+            // An idle buffer (the usual case between messages): a new node.
+            self.slots.push_back(Slot::alloc(want.max(node_size(min))));
+            let size = self.tail().spare().min(want);
+            self.booked = size;
+            return &mut self.tail().spare_mut()[..size];
+        }
         let reuse = self.slots.back().is_some_and(|t| {
             let s = t.spare();
             t.is_owned() && s >= min && s >= want / 2 && accepts(t, want)

@@ -84,14 +84,35 @@
 //!
 //! # Memory
 //!
-//! Nodes come from mcache: `max(n, 8 KiB)` for writes (at most 8 MiB per
-//! node for `write_binary`; a larger `malloc`/`book` gets one contiguous
-//! unpooled node), the read size for `book` — which carries a small unread
-//! remainder (a partial frame) into its new node so frames stay contiguous,
-//! as `BytesMut::reserve` does. `release()` drops every fully
-//! read node and, when nothing is left, all memory: a new or idle buffer
-//! holds no heap memory ([`LinkBuffer::held_bytes`] is 0) and
-//! `size_of::<LinkBuffer>()` is 120 bytes on 64-bit targets.
+//! Nodes come from mcache: `max(n + 16, 8 KiB)` for writes (at most 8 MiB
+//! per node for `write_binary`; a larger `malloc`/`book` gets one
+//! contiguous unpooled node), the read size for `book` — which carries a
+//! small unread remainder (a partial frame) into its new node so frames
+//! stay contiguous, as `BytesMut::reserve` does. A node's reference count
+//! and capacity live in the first [`NODE_HEADER`] (16) bytes of its own
+//! buffer, so a node costs one mcache buffer and nothing else: in steady
+//! state the buffer makes no call to the system allocator per message
+//! (`tests/hot_paths.rs` checks this for echo, RPC and frame decoding).
+//! `release()` drops every fully read node and, when nothing is left, all
+//! memory: a new or idle buffer holds no heap memory
+//! ([`LinkBuffer::held_bytes`] is 0) and `size_of::<LinkBuffer>()` is 120
+//! bytes on 64-bit targets.
+//!
+//! # Views and copies
+//!
+//! [`slice`](LinkBuffer::slice) is always zero-copy and allocation-free: a
+//! node reference per node spanned. A `bytes::Bytes` over node memory
+//! ([`next_bytes`](LinkBuffer::next_bytes), `Buf::copy_to_bytes`, which
+//! `prost` uses for `bytes` fields) needs a `Bytes::from_owner` — one heap
+//! allocation — and can only be made over bytes already written. So each
+//! node keeps the last such `Bytes`, made over *all* its readable bytes,
+//! and later views within it are slices of it (a refcount increment): a
+//! read of many frames pays one allocation for all of them. A view that
+//! would need a new one for little benefit — at most 1 KiB, with fewer
+//! than 4 KiB readable after it in its node: a field of the last message
+//! of a read — is instead copied into a small per-thread arena (a
+//! `BytesMut` shared by such copies, reclaimed in place), which allocates
+//! nothing and pins no node.
 #![deny(unsafe_code)]
 
 mod arena;

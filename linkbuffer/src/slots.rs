@@ -89,6 +89,13 @@ impl Slots {
         }
     }
 
+    /// Whether the queue holds at most one slot (the inline one): the
+    /// common case, which every hot path tests first.
+    #[inline(always)]
+    pub(crate) fn single(&self) -> bool {
+        self.spill.as_ref().is_none_or(|x| x.len() == 0)
+    }
+
     /// Number of slots.
     #[inline]
     pub(crate) fn len(&self) -> usize {
@@ -169,24 +176,32 @@ impl Slots {
     }
 
     /// Drops every slot and frees the spill.
+    #[inline]
     pub(crate) fn clear(&mut self) {
         self.head = None;
-        self.spill = None;
+        if self.spill.is_some() {
+            self.spill = None;
+        }
     }
 
     /// Moves every slot of `other` to the back, keeping only those for which
     /// `keep` holds (the rest are dropped).
+    #[inline]
     pub(crate) fn append_from(&mut self, mut other: Slots, keep: impl Fn(&Slot) -> bool) {
+        if other.spill.is_none() {
+            // One slot (a `slice` within a node, a buffer of one read).
+            if let Some(slot) = other.head.take() {
+                if keep(&slot) {
+                    self.push_back(slot);
+                }
+            }
+            return;
+        }
         while let Some(slot) = other.pop_front() {
             if keep(&slot) {
                 self.push_back(slot);
             }
         }
-    }
-
-    /// Slots moved out, leaving this queue empty.
-    pub(crate) fn take(&mut self) -> Slots {
-        std::mem::replace(self, Slots::new())
     }
 
     /// Heap bytes of the spill (queue and scratch), for the memory report.

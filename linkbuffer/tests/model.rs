@@ -194,3 +194,33 @@ fn fixed_sequence_of_every_operation() {
     run(&ops);
     assert_eq!(ferropoll_mcache::stats().outstanding, outstanding);
 }
+
+/// A node pinned on one thread and let go on others: the per-thread
+/// counters behind `pinned_bytes` still sum back to the baseline.
+#[test]
+fn pins_released_on_other_threads_are_given_back() {
+    let _guard = lock();
+    let outstanding = ferropoll_mcache::stats().outstanding;
+    let pinned = pinned_bytes();
+    let mut views = Vec::new();
+    for i in 0..8u8 {
+        let mut buf = ferropoll_linkbuffer::LinkBuffer::new();
+        buf.write_binary(&[i; 100]);
+        buf.flush();
+        views.push(buf.slice(100).unwrap());
+        buf.release(); // the owner lets go: the node is pinned here
+    }
+    assert_eq!(
+        pinned_bytes(),
+        pinned + 8 * ferropoll_linkbuffer::BLOCK_SIZE as u64
+    );
+    let handles: Vec<_> = views
+        .into_iter()
+        .map(|mut v| std::thread::spawn(move || v.read_binary(100).unwrap()))
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.join().unwrap(), vec![i as u8; 100]);
+    }
+    assert_eq!(pinned_bytes(), pinned, "unpinned on the other threads");
+    assert_eq!(ferropoll_mcache::stats().outstanding, outstanding);
+}
