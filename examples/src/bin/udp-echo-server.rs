@@ -1,0 +1,59 @@
+//! The ferropoll UDP echo server: every datagram goes back to its sender.
+//! Datagrams are received in `recvmmsg` batches and the replies of a batch
+//! sent with one `sendmmsg`.
+//!
+//! ```text
+//! udp-echo-server [--addr 127.0.0.1:9200] [--loops N] [--batch 32] [--reuseport]
+//! ```
+use std::io;
+
+use clap::Parser;
+use ferropoll_transport::{EventLoop, handler_fn, udp_handler_fn};
+
+/// UDP echo server on ferropoll-transport.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1:9200")]
+    addr: String,
+    /// Event-loop threads (default: number of cores). Without
+    /// `--reuseport` one socket is served by one loop.
+    #[arg(long)]
+    loops: Option<usize>,
+    /// Datagrams per `recvmmsg` / `sendmmsg` (1 to 64).
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// One SO_REUSEPORT socket per loop.
+    #[arg(long)]
+    reuseport: bool,
+}
+
+fn main() -> io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut b = EventLoop::builder();
+    b.name("udp-echo")
+        .udp_batch(args.batch)
+        .reuse_port(args.reuseport);
+    if let Some(n) = args.loops {
+        b.num_loops(n);
+    }
+    // No TCP here: the connection handler is never called.
+    let server = b.build(handler_fn(|_| Ok(())))?;
+    let eps = server.bind_udp(
+        &args.addr,
+        udp_handler_fn(|data, peer, out| out.send_to(data, peer)),
+    )?;
+    eprintln!(
+        "udp-echo-server: listening on {} ({} socket(s), {} loops, batch {})",
+        eps[0].local_addr(),
+        eps.len(),
+        server.num_loops(),
+        args.batch
+    );
+    server.wait();
+    Ok(())
+}
