@@ -11,6 +11,17 @@
 //! ("flush combining"), and no caller ever waits behind another's
 //! `sendmsg`.
 //!
+//! Async callers on one executor thread never contend, so they share writes
+//! another way: a batch of responses read together wakes a batch of tasks,
+//! which typically each start their next call. A call started while some
+//! futures of its connection are woken but not yet polled (the call table
+//! counts them) stays staged; the last of
+//! those futures to take its outcome sends everything staged. One
+//! `sendmsg` per wave of responses instead of one per call — under load
+//! this cut the server's CPU per call about fivefold (BENCHMARKS.md). The
+//! client's timer thread sends anything left staged within a millisecond,
+//! should a woken future never be polled.
+//!
 //! Responses are read on the client loop thread: `on_request` hands the
 //! input to [`ClientSession::handle_input`], which completes the calls
 //! (waking blocked threads or futures). A connection that closes fails its
