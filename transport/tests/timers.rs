@@ -49,11 +49,15 @@ fn one_shot_timers_fire_in_deadline_order_within_a_bound() {
     // Created out of order, on both loops.
     let delays_ms = [120u64, 20, 200, 60, 10, 160, 40, 100, 80, 140];
     let mut due = Vec::new();
+    // Deadlines relative to one base, so that slow creation (valgrind)
+    // cannot reorder them.
+    let base = Instant::now() + Duration::from_millis(50);
     for (id, &d) in delays_ms.iter().enumerate() {
-        let at = Instant::now() + Duration::from_millis(d);
+        let at = base + Duration::from_millis(d);
         let f = fired.clone();
         let loop_index = id % 2;
-        lp.after(loop_index, Duration::from_millis(d), move || {
+        let delay = at.saturating_duration_since(Instant::now());
+        lp.after(loop_index, delay, move || {
             let name = std::thread::current().name().unwrap_or("").to_string();
             let on = name.rsplit('-').next().unwrap().parse::<usize>().unwrap();
             f.lock().push((id, on, Instant::now()));
@@ -158,14 +162,15 @@ fn a_panicking_interval_timer_stops_and_is_counted() {
         panic!("tick");
     })
     .unwrap();
-    assert!(wait_until(Duration::from_secs(5), || lp
+    // (Generous: printing a panic's backtrace is slow under valgrind.)
+    assert!(wait_until(Duration::from_secs(60), || lp
         .stats()
         .handler_panics
         == 1));
     let (tx, rx) = mpsc::channel();
     lp.after(0, Duration::from_millis(30), move || tx.send(()).unwrap())
         .unwrap();
-    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    rx.recv_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     // The loop still runs tasks.
     barrier(&lp, 0);

@@ -39,6 +39,15 @@ fn client() -> UdpSocket {
     s
 }
 
+/// How long a request waits for its echo before it is sent again.
+fn patience() -> Duration {
+    if std::env::var_os("FERROPOLL_UNDER_VALGRIND").is_some() {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_millis(300)
+    }
+}
+
 /// Sends `data` and waits for its echo, resending after each `patience`
 /// without it (datagrams are lost when many peers fill the server's
 /// receive buffer at once). Replies that are not `data` (late duplicates of
@@ -87,7 +96,7 @@ fn echo_many_peers_with_sizes_from_0_to_65507() {
                 let mut resends = 0;
                 for (k, &size) in sizes.iter().enumerate() {
                     let data = payload(size, t.wrapping_mul(7).wrapping_add(k as u8));
-                    resends += request(&s, server, &data, Duration::from_millis(300));
+                    resends += request(&s, server, &data, patience());
                 }
                 resends
             })
