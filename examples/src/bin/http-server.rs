@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// HTTP/1.1 server on ferropoll-transport: /plaintext, /json, /static/<name>, POST /echo.
+/// HTTP/1.1 server on ferropoll-transport: `/plaintext`, `/json`, `/static/<name>`, `POST /echo`.
 #[derive(Parser, Debug)]
 struct Args {
     /// Address to listen on (host:port).
@@ -19,7 +19,7 @@ struct Args {
     /// Event-loop threads (default: number of cores).
     #[arg(long)]
     loops: Option<usize>,
-    /// Directory whose files /static/<name> serves (default: two built-in files).
+    /// Directory whose files `/static/<name>` serves (default: two built-in files).
     #[arg(long = "static")]
     static_dir: Option<PathBuf>,
 }

@@ -18,9 +18,16 @@
 //! malformed request gets 400, a head above [`Builder::max_head`] or a body
 //! above [`Builder::max_body`] 413; those close the connection.
 //!
-//! ```no_run
+//! ```
+//! use std::io::{Read, Write};
+//!
 //! let server = ferropoll_examples::http::start("127.0.0.1:0", 1)?;
-//! println!("listening on http://{}/plaintext", server.local_addr());
+//! let mut client = std::net::TcpStream::connect(server.local_addr())?;
+//! client.write_all(b"GET /json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+//! let mut response = String::new();
+//! client.read_to_string(&mut response)?;
+//! assert!(response.starts_with("HTTP/1.1 200 OK\r\n"));
+//! assert!(response.ends_with(r#"{"message":"Hello, World!"}"#));
 //! # Ok::<(), std::io::Error>(())
 //! ```
 

@@ -514,9 +514,7 @@ fn lrange<A: Args + ?Sized>(store: &Store, a: &A, w: &mut LinkBuffer) {
     }
     let (start, stop) = (start as usize, stop as usize);
     reply::array(w, stop - start + 1);
-    for v in list.range(start..=stop) {
-        reply::bulk_bytes(w, v);
-    }
+    reply::bulks(w, list.range(start..=stop));
 }
 
 /// `COMMAND`, `COMMAND COUNT`, `COMMAND DOCS …`: empty answers, enough for

@@ -4,21 +4,32 @@
 //! Each connection is served inline on its loop thread. A round parses
 //! every complete command in the input, executes it and writes its reply
 //! into the output buffer, then flushes once: a pipelined batch of any size
-//! costs one `sendmsg`. Commands that lie in one input node run on borrowed
-//! bytes (see [`parse`](self) notes in the source); the rest go through an
-//! incremental parser that consumes each element as it completes, so a
-//! large value arrives without being re-scanned. An incomplete command
-//! consumes nothing it cannot keep and waits for more input. Malformed input
-//! gets `-ERR Protocol error: …` and the connection is closed; unknown
-//! commands get an error reply and the connection goes on.
+//! costs one `sendmsg`. Commands that lie in the first input node run on
+//! borrowed bytes and are consumed with one `skip` (no copy, no reference
+//! count); the others go through an incremental parser that consumes each
+//! element as it completes, so a large value is neither re-scanned nor
+//! re-copied while it arrives, and is stored as a zero-copy view. Small
+//! values are copied into the store on purpose: a view would keep a whole
+//! input node alive for a few bytes. An incomplete command waits for more
+//! input (the transport's input high-water mark is raised to its size when
+//! needed). Malformed input gets `-ERR Protocol error: …` and the
+//! connection is closed; unknown commands get an error reply and the
+//! connection goes on. Sizes are bounded by [`Limits`]; no length read from
+//! the wire is used to allocate before the bytes are there.
 //!
 //! The key space is a [`Store`] of `parking_lot::Mutex<HashMap>` shards (a
 //! power of two, at least four per loop), with lazy expiry plus a sweeper
 //! thread that samples keys with a deadline every 100 ms.
 //!
-//! ```no_run
+//! ```
+//! use std::io::{Read, Write};
+//!
 //! let server = ferropoll_examples::resp::start("127.0.0.1:0", 1)?;
-//! println!("listening on {}", server.local_addr());
+//! let mut client = std::net::TcpStream::connect(server.local_addr())?;
+//! client.write_all(b"SET k v\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")?;
+//! let mut reply = [0u8; 12];
+//! client.read_exact(&mut reply)?;
+//! assert_eq!(&reply, b"+OK\r\n$1\r\nv\r\n");
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!

@@ -77,18 +77,9 @@ pub(crate) fn nil_array(w: &mut LinkBuffer) {
 /// A bulk string, copied.
 #[inline]
 pub(crate) fn bulk(w: &mut LinkBuffer, data: &[u8]) {
-    let mut fmt = itoa::Buffer::new();
-    let digits = fmt.format(data.len()).as_bytes();
-    let total = 1 + digits.len() + 2 + data.len() + 2;
+    let total = bulk_size(data.len());
     if total <= LINK_MIN {
-        let out = w.malloc(total);
-        out[0] = b'$';
-        let mut i = 1 + digits.len();
-        out[1..i].copy_from_slice(digits);
-        out[i..i + 2].copy_from_slice(b"\r\n");
-        i += 2;
-        out[i..i + data.len()].copy_from_slice(data);
-        out[i + data.len()..].copy_from_slice(b"\r\n");
+        encode_bulk(w.malloc(total), data);
     } else {
         number_line(w, b'$', data.len() as i64);
         w.write_binary(data);
@@ -105,6 +96,69 @@ pub(crate) fn bulk_bytes(w: &mut LinkBuffer, data: &Bytes) {
         number_line(w, b'$', data.len() as i64);
         w.write_bytes(data.clone());
         w.write_binary(b"\r\n");
+    }
+}
+
+/// Bytes of the bulk reply of a `len`-byte value.
+#[inline]
+fn bulk_size(len: usize) -> usize {
+    let mut digits = 1;
+    let mut n = len;
+    while n >= 10 {
+        n /= 10;
+        digits += 1;
+    }
+    1 + digits + 2 + len + 2
+}
+
+/// Writes the bulk reply of `data` at the start of `out` (sized by
+/// `bulk_size`); returns the bytes written.
+#[inline]
+fn encode_bulk(out: &mut [u8], data: &[u8]) -> usize {
+    let mut fmt = itoa::Buffer::new();
+    let digits = fmt.format(data.len()).as_bytes();
+    out[0] = b'$';
+    let mut i = 1 + digits.len();
+    out[1..i].copy_from_slice(digits);
+    out[i..i + 2].copy_from_slice(b"\r\n");
+    i += 2;
+    out[i..i + data.len()].copy_from_slice(data);
+    i += data.len();
+    out[i..i + 2].copy_from_slice(b"\r\n");
+    i + 2
+}
+
+/// Bulk replies of many stored values (`LRANGE`, `LPOP` with a count):
+/// runs of small values are sized first and written into one `malloc`'d
+/// region of up to 16 KiB; large values are linked as by [`bulk_bytes`].
+pub(crate) fn bulks<'a, I>(w: &mut LinkBuffer, items: I)
+where
+    I: Iterator<Item = &'a Bytes> + Clone,
+{
+    const RUN: usize = 16 << 10;
+    let mut items = items.peekable();
+    loop {
+        let (mut size, mut count) = (0, 0);
+        for b in items.clone() {
+            let s = bulk_size(b.len());
+            if b.len() >= LINK_MIN || (count > 0 && size + s > RUN) {
+                break;
+            }
+            size += s;
+            count += 1;
+        }
+        if count == 0 {
+            match items.next() {
+                Some(b) => bulk_bytes(w, b),
+                None => return,
+            }
+            continue;
+        }
+        let out = w.malloc(size);
+        let mut at = 0;
+        for b in items.by_ref().take(count) {
+            at += encode_bulk(&mut out[at..], b);
+        }
     }
 }
 
@@ -143,6 +197,18 @@ mod tests {
         assert_eq!(out(|w| bulk(w, b"")), b"$0\r\n\r\n");
         assert_eq!(out(|w| bulk(w, b"hello")), b"$5\r\nhello\r\n");
         assert_eq!(out(|w| bulk_int(w, 10)), b"$2\r\n10\r\n");
+    }
+
+    #[test]
+    fn bulks_match_single_bulks() {
+        let mut items: Vec<Bytes> = (0..3000).map(|i| Bytes::from(format!("v{i}"))).collect();
+        items.insert(1500, Bytes::from(vec![b'x'; 9000]));
+        items.push(Bytes::new());
+        let one_by_one = out(|w| items.iter().for_each(|b| bulk_bytes(w, b)));
+        assert_eq!(out(|w| bulks(w, items.iter())), one_by_one);
+        assert_eq!(out(|w| bulks(w, items[..0].iter())), b"");
+        assert_eq!(bulk_size(0), 6);
+        assert_eq!(bulk_size(10), 1 + 2 + 2 + 10 + 2);
     }
 
     #[test]
