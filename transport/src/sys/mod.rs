@@ -19,6 +19,21 @@
 //! empty at that moment, and any later arrival raises a new edge, so the loop
 //! skips the extra `read` that would only return `EAGAIN`: one `read` per
 //! readiness when the data fits. The same holds for a short `sendmsg`.
+//!
+//! Measured (echo, server pinned to one core, loaded shared VM, 3
+//! alternating runs each; a patched build registering connections
+//! level-triggered with `EPOLLIN | EPOLLRDHUP` and adding/removing
+//! `EPOLLOUT` with `epoll_ctl(MOD)` around blocked writes): for ping-pong
+//! echo the two are the same. `strace -c` on the server, 64 B × 100
+//! connections: ET 22,206 `read` + 22,206 `sendmsg` + 356 `epoll_wait`,
+//! LT 20,631 + 20,631 + 372 — one `read` and one `sendmsg` per message
+//! either way, since the loop stops at a short read in both modes. Server
+//! CPU per message (medians) 15.2 µs ET vs 15.5 µs LT at 64 B × 100 and
+//! 15.5 vs 15.0 µs at 1 KiB × 50, inside this machine's ±20 % noise. So
+//! the choice rests on the cases echo does not exercise: LT needs two
+//! `epoll_ctl(MOD)` per blocked write and one per pause/resume at the
+//! high-water mark (or it spins on a paused, still-readable socket); ET
+//! needs none.
 #![allow(unsafe_code)]
 
 mod epoll;
