@@ -7,7 +7,12 @@
 //! dropping one (a `slice`) touches no queue. The spill also holds the
 //! scratch buffer of cross-node `peek`/`next`, which only a buffer that has
 //! spanned nodes needs. It keeps its capacity while the buffer is in use and
-//! is freed when the buffer empties.
+//! is given up when the buffer empties (or drops): an idle buffer holds no
+//! heap memory. A given-up spill goes to a small per-thread pool (at most
+//! [`POOL`] of them, each trimmed to [`POOL_SLOTS`] slots and
+//! [`POOL_SCRATCH`] bytes of scratch) where the next buffer that spans
+//! nodes takes it, so a message that briefly needs two slots — a written
+//! head followed by an appended payload view — costs no allocation.
 //!
 //! The spill is a `Vec` read from a moving front index rather than a
 //! `VecDeque`: the last slot, which every write touches, is then one
@@ -16,7 +21,58 @@
 //! (the usual case: a connection drains its input) or compacted when the
 //! dead prefix is at least half of it.
 
+use std::cell::RefCell;
+
 use crate::node::Slot;
+
+/// Most spills one thread keeps for reuse.
+const POOL: usize = 8;
+/// Largest slot capacity a pooled spill keeps (80 bytes a slot).
+const POOL_SLOTS: usize = 8;
+/// Largest scratch capacity a pooled spill keeps.
+const POOL_SCRATCH: usize = 1 << 10;
+
+thread_local! {
+    // The boxes are what is reused: a queue holds its spill boxed.
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<Spill>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A spill for a buffer that starts spanning nodes: a pooled one if this
+/// thread has one, else a new one.
+#[cold]
+fn new_spill() -> Box<Spill> {
+    SPARE
+        .try_with(|p| p.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Gives up the spill of a buffer that emptied or dropped: pooled if it is
+/// small and the pool has room, freed otherwise.
+fn recycle(mut spill: Box<Spill>) {
+    // Drop what it holds first (slots release their nodes), outside the
+    // pool's borrow.
+    spill.rest.clear();
+    spill.front = 0;
+    if spill.rest.capacity() > POOL_SLOTS {
+        return;
+    }
+    if spill.scratch.capacity() > POOL_SCRATCH {
+        spill.scratch = Vec::new();
+    }
+    let _ = SPARE.try_with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            if p.len() < POOL {
+                if p.capacity() == 0 {
+                    p.reserve_exact(POOL);
+                }
+                p.push(spill);
+            }
+        }
+    });
+}
 
 /// A FIFO of slots whose front element is stored inline.
 ///
@@ -24,6 +80,15 @@ use crate::node::Slot;
 pub(crate) struct Slots {
     head: Option<Slot>,
     spill: Option<Box<Spill>>,
+}
+
+impl Drop for Slots {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(spill) = self.spill.take() {
+            recycle(spill);
+        }
+    }
 }
 
 /// What a buffer spanning nodes needs besides its first slot.
@@ -139,7 +204,7 @@ impl Slots {
         if self.head.is_none() {
             self.head = Some(slot);
         } else {
-            self.spill.get_or_insert_default().rest.push(slot);
+            self.spill.get_or_insert_with(new_spill).rest.push(slot);
         }
     }
 
@@ -179,8 +244,8 @@ impl Slots {
     #[inline]
     pub(crate) fn clear(&mut self) {
         self.head = None;
-        if self.spill.is_some() {
-            self.spill = None;
+        if let Some(spill) = self.spill.take() {
+            recycle(spill);
         }
     }
 
@@ -224,7 +289,7 @@ impl Slots {
 
     /// Stores the scratch buffer and returns it as a slice.
     pub(crate) fn put_scratch(&mut self, scratch: Vec<u8>) -> &[u8] {
-        let spill = self.spill.get_or_insert_default();
+        let spill = self.spill.get_or_insert_with(new_spill);
         spill.scratch = scratch;
         &spill.scratch
     }

@@ -477,3 +477,27 @@ fn bufmut_encode_and_send_allocates_nothing() {
     assert_eq!(got, (0, 0));
     assert!(out.remaining() == 0);
 }
+
+/// `codec::encode_pong` and any handler that writes a head and then links a
+/// payload view: the output holds two slots (the spill's case) per message.
+#[test]
+fn head_plus_linked_payload_allocates_nothing_per_message() {
+    let msgs: Vec<Vec<u8>> = (0..64).map(|k| message(200, k)).collect();
+    let mut reader = LinkBuffer::new();
+    let mut out = LinkBuffer::new();
+    let mut sink = Vec::with_capacity(1024);
+    let got = steady(ECHO_WARM_UP, ECHO_ROUNDS, |k| {
+        let msg = &msgs[k % msgs.len()];
+        Socket { data: msg }.read_all_into(&mut reader);
+        let n = reader.len();
+        let payload = reader.slice(n).unwrap();
+        reader.release();
+        out.write_binary(&(n as u32).to_be_bytes());
+        out.append(payload);
+        out.flush();
+        sink.clear();
+        send(&mut out, &mut sink);
+        assert_eq!(&sink[4..], &msg[..]);
+    });
+    assert_eq!(got, (0, 0));
+}
