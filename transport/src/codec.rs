@@ -277,15 +277,18 @@ impl LengthFieldCodec {
         self.max_frame
     }
 
-    /// The total length of the frame whose header starts `header`
-    /// (at least `header_len()` bytes), checked against the limits.
+    /// The total length of the frame that `header` starts, checked
+    /// against the limits; `Ok(None)` when `header` is shorter than
+    /// [`header_len`](Self::header_len).
     ///
     /// # Errors
     ///
     /// [`CodecError::FrameTooLarge`], [`CodecError::LengthTooSmall`],
     /// [`CodecError::StripTooLarge`].
-    pub fn frame_len(&self, header: &[u8]) -> Result<usize, CodecError> {
-        let field = &header[self.offset..self.offset + self.width];
+    pub fn frame_len(&self, header: &[u8]) -> Result<Option<usize>, CodecError> {
+        let Some(field) = header.get(self.offset..self.offset + self.width) else {
+            return Ok(None);
+        };
         let mut raw = [0u8; 8];
         let value = match self.endian {
             Endian::Big => {
@@ -318,7 +321,7 @@ impl LengthFieldCodec {
                 frame_len: total,
             });
         }
-        Ok(total)
+        Ok(Some(total))
     }
 
     /// The next whole frame of `buf` (minus the stripped bytes) as a
@@ -335,7 +338,10 @@ impl LengthFieldCodec {
             return Ok(None);
         }
         let total = match buf.peek(header_len) {
-            Ok(h) => self.frame_len(h)?,
+            Ok(h) => match self.frame_len(h)? {
+                Some(total) => total,
+                None => return Ok(None),
+            },
             Err(_) => return Ok(None),
         };
         if buf.len() < total {
@@ -357,7 +363,7 @@ impl LengthFieldCodec {
     /// and the codec's, as `InvalidData`.
     pub fn read_frame(&self, r: &mut Reader<'_>) -> io::Result<LinkBuffer> {
         let header_len = self.header_len();
-        let total = self.frame_len(r.peek(header_len)?)?;
+        let total = self.frame_len(r.peek(header_len)?)?.unwrap_or(header_len);
         r.wait(total)?;
         match self.decode(r)? {
             Some(frame) => Ok(frame),
@@ -608,6 +614,7 @@ mod tests {
                 .unwrap_err()
                 .is_too_large()
         );
+        assert_eq!(c.frame_len(&[0, 0]), Ok(None), "short header");
         // Bad settings.
         assert!(LengthFieldCodec::builder().width(3).build().is_err());
         assert!(LengthFieldCodec::builder().max_frame(2).build().is_err());

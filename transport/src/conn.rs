@@ -41,7 +41,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use crate::addr::Addr;
 use crate::reactor::{LoopShared, Task};
 use crate::sys;
-use crate::timer::{Callback, TimerHandle};
+use crate::timer::{Callback, TimerHandle, deadline_in};
 
 /// Close was requested (by the user, an error, a timeout or shutdown).
 pub(crate) const CLOSING: u32 = 1;
@@ -319,7 +319,7 @@ impl Connection {
         let conn = self.clone();
         TimerHandle::schedule(
             &self.inner.lp,
-            Instant::now() + delay,
+            deadline_in(delay),
             Callback::Once(Box::new(move || f(&conn))),
         )
     }

@@ -16,7 +16,7 @@ use crate::conn::Connection;
 use crate::handler::{Dispatch, Handler, NoHandler};
 use crate::reactor::{LoopShared, Reactor, Task, on_loop_thread};
 use crate::sys;
-use crate::timer::{Callback, TimerHandle};
+use crate::timer::{Callback, TimerHandle, deadline_in};
 use crate::udp::{UdpEndpoint, UdpEntry, UdpHandler};
 
 /// How accepted (and dialed) connections are spread over the loops.
@@ -805,7 +805,7 @@ impl EventLoop {
         f: impl FnOnce() + Send + 'static,
     ) -> io::Result<TimerHandle> {
         let lp = self.live_loop(loop_index)?;
-        let at = Instant::now() + delay;
+        let at = deadline_in(delay);
         Ok(TimerHandle::schedule(lp, at, Callback::Once(Box::new(f))))
     }
 
@@ -849,7 +849,7 @@ impl EventLoop {
             ));
         }
         let lp = self.live_loop(loop_index)?;
-        let at = Instant::now() + interval;
+        let at = deadline_in(interval);
         let interval = interval.as_nanos().min(u64::MAX as u128 / 2) as u64;
         Ok(TimerHandle::schedule(
             lp,
@@ -906,7 +906,7 @@ impl EventLoop {
 
 fn shutdown(h: &Handle, deadline: Duration) -> io::Result<()> {
     let g = &h.group;
-    let end = Instant::now() + deadline;
+    let end = deadline_in(deadline);
     if !g.shut.swap(true, Ordering::AcqRel) {
         for l in &g.loops {
             l.send(Task::Shutdown);

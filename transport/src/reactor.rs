@@ -1185,7 +1185,8 @@ impl<H: Handler> Reactor<H> {
                         let mut next = deadline.saturating_add(interval);
                         if next <= self.now {
                             let behind = self.now - deadline;
-                            next = deadline.saturating_add((behind / interval + 1) * interval);
+                            next = deadline
+                                .saturating_add((behind / interval + 1).saturating_mul(interval));
                         }
                         self.user_timers.insert(
                             seq,

@@ -23,7 +23,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::reactor::{LoopShared, Task};
 
@@ -94,6 +94,14 @@ impl fmt::Debug for TimerHandle {
 }
 
 static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// `now + d`, or a century from now when that overflows (`Duration::MAX`
+/// means "never" to a caller, not a panic).
+pub(crate) fn deadline_in(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
 
 impl TimerHandle {
     /// Queues `callback` on `lp`, due at `at`.
