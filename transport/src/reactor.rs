@@ -1122,10 +1122,20 @@ impl<H: Handler> Reactor<H> {
                 }
             };
             // Counted before the handler runs (and replies go out).
-            let bytes: u64 = (0..n).map(|i| recv.get(i).0.len() as u64).sum();
+            let (mut bytes, mut truncated) = (0u64, 0u64);
+            for i in 0..n {
+                let (data, meta) = recv.get(i);
+                bytes += data.len() as u64;
+                truncated += u64::from(meta.truncated);
+            }
             counters.dgrams_in.fetch_add(n as u64, Ordering::Relaxed);
             counters.bytes_in.fetch_add(bytes, Ordering::Relaxed);
-            let mut truncated = 0u64;
+            if truncated > 0 {
+                counters
+                    .dgrams_truncated
+                    .fetch_add(truncated, Ordering::Relaxed);
+                tracing::debug!(local = %endpoint.local_addr(), truncated, "truncated UDP datagrams");
+            }
             for i in 0..n {
                 let (data, meta) = recv.get(i);
                 let Some(peer) = meta.peer.or(fallback_peer) else {
@@ -1133,7 +1143,6 @@ impl<H: Handler> Reactor<H> {
                 };
                 let mut out = UdpOut::new(&endpoint, queue, counters);
                 let res = if meta.truncated {
-                    truncated += 1;
                     catch_unwind(AssertUnwindSafe(|| {
                         handler.on_truncated(data, meta.len, peer, &mut out)
                     }))
@@ -1148,12 +1157,6 @@ impl<H: Handler> Reactor<H> {
                 }
             }
             queue.flush(fd, counters);
-            if truncated > 0 {
-                counters
-                    .dgrams_truncated
-                    .fetch_add(truncated, Ordering::Relaxed);
-                tracing::debug!(local = %endpoint.local_addr(), truncated, "truncated UDP datagrams");
-            }
             if n < batch {
                 // Drained: a later datagram raises a new edge.
                 return;

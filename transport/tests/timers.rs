@@ -32,6 +32,16 @@ fn idle_loops(n: usize) -> EventLoop {
         .unwrap()
 }
 
+/// `ms` milliseconds, ten times longer under valgrind (where creating a
+/// timer alone can take tens of milliseconds).
+fn scaled(ms: u64) -> Duration {
+    if std::env::var_os("FERROPOLL_UNDER_VALGRIND").is_some() {
+        Duration::from_millis(10 * ms)
+    } else {
+        Duration::from_millis(ms)
+    }
+}
+
 /// Waits (bounded) until every task queued on `loop_index` so far has run.
 fn barrier(lp: &EventLoop, loop_index: usize) {
     let (tx, rx) = mpsc::channel();
@@ -51,7 +61,7 @@ fn one_shot_timers_fire_in_deadline_order_within_a_bound() {
     let mut due = Vec::new();
     // Deadlines relative to one base, so that slow creation (valgrind)
     // cannot reorder them.
-    let base = Instant::now() + Duration::from_millis(50);
+    let base = Instant::now() + scaled(50);
     for (id, &d) in delays_ms.iter().enumerate() {
         let at = base + Duration::from_millis(d);
         let f = fired.clone();
@@ -65,6 +75,12 @@ fn one_shot_timers_fire_in_deadline_order_within_a_bound() {
         .unwrap();
         due.push((id, loop_index, at));
     }
+    // The premise of the order check: every deadline was still ahead when
+    // its timer was created (else it fires as soon as it is queued).
+    assert!(
+        Instant::now() < base,
+        "creating the timers took longer than the margin"
+    );
     assert!(
         wait_until(Duration::from_secs(10), || fired.lock().len()
             == delays_ms.len()),
@@ -134,7 +150,7 @@ fn cancelled_one_shot_never_fires_and_its_closure_is_dropped() {
     let guard = Arc::new(());
     let (f, g) = (fired.clone(), guard.clone());
     let timer = lp
-        .after(0, Duration::from_millis(30), move || {
+        .after(0, scaled(100), move || {
             let _keep = &g;
             f.fetch_add(1, Ordering::SeqCst);
         })
@@ -145,9 +161,9 @@ fn cancelled_one_shot_never_fires_and_its_closure_is_dropped() {
         &guard
     ) == 1));
     let (tx, rx) = mpsc::channel();
-    lp.after(0, Duration::from_millis(60), move || tx.send(()).unwrap())
+    lp.after(0, scaled(200), move || tx.send(()).unwrap())
         .unwrap();
-    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    rx.recv_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(fired.load(Ordering::SeqCst), 0);
     lp.shutdown(Duration::from_secs(5)).unwrap();
 }
