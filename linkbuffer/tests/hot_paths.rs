@@ -83,10 +83,18 @@ fn steady(warm_up: usize, rounds: usize, mut round: impl FnMut(usize)) -> (usize
 /// size's growth, and both chunks of the short-copy arena (16 KiB each,
 /// ~100 bytes copied per small RPC call).
 const WARM_UP: usize = 512;
-const ROUNDS: usize = 512;
 /// Echo copies nothing into the arena: its caches fill in a few rounds.
 const ECHO_WARM_UP: usize = 32;
-const ECHO_ROUNDS: usize = 256;
+
+/// Measured rounds: fewer under valgrind (`.ci/test` sets the variable),
+/// where every round costs ~30 times more.
+fn rounds(full: usize) -> usize {
+    if std::env::var_os("FERROPOLL_UNDER_VALGRIND").is_some() {
+        full / 4
+    } else {
+        full
+    }
+}
 
 /// `reactor.rs`: the loop reads with `book(MIN_READ)` + `read` + `book_ack`.
 const MIN_READ: usize = 4096;
@@ -172,7 +180,7 @@ fn echo_inline(len: usize) -> (usize, usize) {
     let mut reader = LinkBuffer::new();
     let mut out = LinkBuffer::new();
     let mut sink = Vec::with_capacity(len);
-    steady(ECHO_WARM_UP, ECHO_ROUNDS, |k| {
+    steady(ECHO_WARM_UP, rounds(256), |k| {
         let msg = &msgs[k % msgs.len()];
         Socket { data: msg }.read_all_into(&mut reader);
         sink.clear();
@@ -189,7 +197,7 @@ fn echo_inbox(len: usize) -> (usize, usize) {
     let mut reader = LinkBuffer::new();
     let mut out = LinkBuffer::new();
     let mut sink = Vec::with_capacity(len);
-    steady(ECHO_WARM_UP, ECHO_ROUNDS, |k| {
+    steady(ECHO_WARM_UP, rounds(256), |k| {
         let msg = &msgs[k % msgs.len()];
         Socket { data: msg }.read_all_into(&mut inbox);
         pull(&mut inbox, &mut reader);
@@ -354,7 +362,10 @@ fn rpc_server(payload: usize, by: HeaderBy, per_read: usize) -> (usize, usize) {
     let mut reader = LinkBuffer::new();
     let mut out = LinkBuffer::new();
     let mut sink = Vec::with_capacity(per_read * (payload + 64));
-    steady(WARM_UP, ROUNDS, |k| {
+    // Enough rounds to cycle both 16 KiB arena chunks (a call copies its
+    // header fields and its payload field, ~payload + 25 bytes).
+    let warm_up = ((48 << 10) / (per_read * (payload + 25))).clamp(32, WARM_UP);
+    steady(warm_up, rounds(512), |k| {
         Socket {
             data: &frames[k % frames.len()],
         }
@@ -422,7 +433,8 @@ fn decode_next_bytes(payload: usize) -> (f64, f64) {
     let chunks: Vec<&[u8]> = stream.chunks(CHUNK).collect();
     let mut buf = LinkBuffer::new();
     let mut frames = 0;
-    let (a, f) = steady(WARM_UP, ROUNDS, |k| {
+    let n = rounds(512);
+    let (a, f) = steady(WARM_UP, n, |k| {
         Socket {
             data: chunks[k % chunks.len()],
         }
@@ -439,8 +451,8 @@ fn decode_next_bytes(payload: usize) -> (f64, f64) {
         }
         buf.release();
     });
-    assert!(frames > ROUNDS);
-    let per_chunk = (a as f64 / ROUNDS as f64, f as f64 / ROUNDS as f64);
+    assert!(frames > n);
+    let per_chunk = (a as f64 / n as f64, f as f64 / n as f64);
     eprintln!("{payload}-byte frames: {per_chunk:?} (allocations, frees) per 16 KiB chunk");
     per_chunk
 }
@@ -466,7 +478,7 @@ fn bufmut_encode_and_send_allocates_nothing() {
     };
     let mut out = LinkBuffer::new();
     let mut sink = Vec::with_capacity(16 << 10);
-    let got = steady(WARM_UP, ROUNDS, |_| {
+    let got = steady(WARM_UP, rounds(512), |_| {
         for _ in 0..16 {
             msg.encode_length_delimited(&mut out).unwrap();
             out.put_u8(0);
@@ -488,7 +500,7 @@ fn head_plus_linked_payload_allocates_nothing_per_message() {
     let mut reader = LinkBuffer::new();
     let mut out = LinkBuffer::new();
     let mut sink = Vec::with_capacity(1024);
-    let got = steady(ECHO_WARM_UP, ECHO_ROUNDS, |k| {
+    let got = steady(ECHO_WARM_UP, rounds(256), |k| {
         let msg = &msgs[k % msgs.len()];
         Socket { data: msg }.read_all_into(&mut reader);
         let n = reader.len();
