@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # UDP echo comparison: ferropoll's udp-echo-server (recvmmsg/sendmmsg
-# batches of 32, and batches of 1 to show what batching buys) against a
+# batches of 32 with GSO replies, the same without GSO, and batches of 1
+# without GSO to show what batching buys) against a
 # plain tokio UdpSocket echo server (recv_from then send_to per datagram).
 # Same load for each (udp-bench: FLOWS sockets x WINDOW datagrams of SIZE
 # bytes in flight, every echo checked, losses counted), alternating
@@ -51,9 +52,9 @@ if [ "$AWAKE" = 1 ]; then
     SPINNER=$!
 fi
 
-CONTENDERS="ferropoll-b32 ferropoll-b1 tokio"
+CONTENDERS="ferropoll-b32 ferropoll-b32-nogso ferropoll-b1 tokio"
 port_of() {
-    case $1 in ferropoll-b32) echo 9211 ;; ferropoll-b1) echo 9212 ;; tokio) echo 9213 ;; esac
+    case $1 in ferropoll-b32) echo 9211 ;; ferropoll-b1) echo 9212 ;; tokio) echo 9213 ;; ferropoll-b32-nogso) echo 9214 ;; esac
 }
 
 start_udp() { # name -> sets SERVER_PID once the server says it listens
@@ -61,7 +62,8 @@ start_udp() { # name -> sets SERVER_PID once the server says it listens
     port=$(port_of "$name")
     case $name in
         ferropoll-b32) taskset -c 0 "$BIN/udp-echo-server" --addr "127.0.0.1:$port" --loops 1 --batch 32 >"$WORK/server.log" 2>&1 & ;;
-        ferropoll-b1) taskset -c 0 "$BIN/udp-echo-server" --addr "127.0.0.1:$port" --loops 1 --batch 1 >"$WORK/server.log" 2>&1 & ;;
+        ferropoll-b32-nogso) taskset -c 0 "$BIN/udp-echo-server" --addr "127.0.0.1:$port" --loops 1 --batch 32 --no-gso >"$WORK/server.log" 2>&1 & ;;
+        ferropoll-b1) taskset -c 0 "$BIN/udp-echo-server" --addr "127.0.0.1:$port" --loops 1 --batch 1 --no-gso >"$WORK/server.log" 2>&1 & ;;
         tokio) taskset -c 0 "$BIN/tokio-udp-echo" --addr "127.0.0.1:$port" --threads 1 >"$WORK/server.log" 2>&1 & ;;
     esac
     SERVER_PID=$!

@@ -91,6 +91,7 @@ pub(crate) struct Config {
     pub(crate) reuse_port: bool,
     pub(crate) udp_batch: usize,
     pub(crate) udp_max_datagram: usize,
+    pub(crate) udp_gso: bool,
 }
 
 /// Runs `f` on the given pool, or gopool's default pool.
@@ -155,9 +156,9 @@ impl Group {
 /// are accepted and closed at once), input high-water mark 4 MiB per
 /// connection, no TCP keepalive, listen backlog 4096 (the kernel caps it at
 /// `net.core.somaxconn`), one listening socket per address (no
-/// `SO_REUSEPORT`), UDP batches of 32 datagrams of up to 64 KiB. An idle
-/// connection holds no buffer memory; each open one costs a few hundred
-/// bytes of bookkeeping. A loop serving UDP sockets keeps one batch buffer
+/// `SO_REUSEPORT`), UDP batches of 32 datagrams of up to 64 KiB, GSO
+/// replies on. An idle connection holds no buffer memory; each open one
+/// costs a few hundred bytes of bookkeeping. A loop serving UDP sockets keeps one batch buffer
 /// (`udp_batch × udp_max_datagram` bytes of address space, 2 MiB by
 /// default, of which only the pages datagrams touch are resident).
 #[derive(Debug, Clone)]
@@ -177,6 +178,7 @@ pub struct Builder {
     reuse_port: bool,
     udp_batch: usize,
     udp_max_datagram: usize,
+    udp_gso: bool,
 }
 
 impl Default for Builder {
@@ -197,6 +199,7 @@ impl Default for Builder {
             reuse_port: false,
             udp_batch: 32,
             udp_max_datagram: 64 << 10,
+            udp_gso: true,
         }
     }
 }
@@ -283,6 +286,16 @@ impl Builder {
         self.udp_batch = n.clamp(1, sys::MAX_BATCH);
         self
     }
+    /// Group the replies a batch queues for one destination into UDP GSO
+    /// messages (`UDP_SEGMENT`; default on): equal-size datagrams of at
+    /// most 1,200 bytes to one peer go through the kernel's send path once
+    /// per group instead of once each. The peer still receives separate
+    /// datagrams, in order. Falls back to one datagram per message when
+    /// the kernel or device cannot segment.
+    pub fn udp_gso(&mut self, on: bool) -> &mut Self {
+        self.udp_gso = on;
+        self
+    }
     /// Size of a UDP batch slot: a longer datagram is reported truncated
     /// ([`UdpHandler::on_truncated`](crate::UdpHandler::on_truncated)).
     /// Default 65,536 bytes (no datagram is truncated); at least 1.
@@ -349,6 +362,7 @@ impl Builder {
             reuse_port: self.reuse_port,
             udp_batch: self.udp_batch,
             udp_max_datagram: self.udp_max_datagram,
+            udp_gso: self.udp_gso,
         });
         let loops = (0..cfg.num_loops)
             .map(|i| LoopShared::new(i, cfg.clone()).map(Arc::new))

@@ -1102,6 +1102,7 @@ impl<H: Handler> Reactor<H> {
         let fd = endpoint.inner.socket.as_raw_fd();
         let cfg = &self.shared.cfg;
         let batch = cfg.udp_batch;
+        let gso = cfg.udp_gso;
         let recv = self
             .udp_recv
             .get_or_insert_with(|| sys::RecvBuf::new(batch, cfg.udp_max_datagram));
@@ -1156,7 +1157,7 @@ impl<H: Handler> Reactor<H> {
                     tracing::error!(%peer, "UDP handler panicked; datagram dropped");
                 }
             }
-            queue.flush(fd, counters);
+            queue.flush(fd, counters, gso);
             if n < batch {
                 // Drained: a later datagram raises a new edge.
                 return;

@@ -29,7 +29,7 @@
 //! [`Stats::datagrams_send_failed`]: crate::Stats::datagrams_send_failed
 
 use std::fmt;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -122,10 +122,32 @@ where
 pub(crate) struct SendQueue {
     arena: Vec<u8>,
     items: Vec<(usize, usize, Option<SocketAddr>)>,
+    /// Send order (reused): items grouped by destination, stable.
+    order: Vec<u32>,
 }
 
 /// The queue is flushed early once it holds this many payload bytes.
 const QUEUE_BYTES: usize = 256 << 10;
+
+/// Replies of at most this size to one destination go out as one UDP GSO
+/// message (`UDP_SEGMENT`): below every common path MTU, so the kernel
+/// never refuses a segment size.
+const GSO_MAX_SEGMENT: usize = 1200;
+
+/// Payload bytes of one GSO message (within one IPv4 datagram's length).
+const GSO_MAX_BYTES: usize = 60_000;
+
+/// Cleared for good when the kernel refuses `UDP_SEGMENT` (kernels before
+/// 4.18, devices without checksum offload).
+static GSO: AtomicBool = AtomicBool::new(true);
+
+/// Whether a send error means the kernel or device cannot do UDP GSO.
+fn gso_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
+}
 
 impl SendQueue {
     fn is_full(&self) -> bool {
@@ -133,41 +155,166 @@ impl SendQueue {
     }
 
     /// Sends everything queued on `fd`; what the socket refuses is dropped
-    /// and counted.
-    pub(crate) fn flush(&mut self, fd: RawFd, counters: &Counters) {
-        let mut pos = 0;
-        while pos < self.items.len() {
+    /// and counted. Replies to the same destination are grouped (their
+    /// order kept) and, when small and of equal size, sent as one UDP GSO
+    /// message: one pass through the kernel's send path for several
+    /// datagrams.
+    pub(crate) fn flush(&mut self, fd: RawFd, counters: &Counters, gso: bool) {
+        if gso && self.items.len() >= 2 && GSO.load(Ordering::Relaxed) {
+            self.flush_grouped(fd, counters);
+        } else {
             let arena = &self.arena;
-            let msgs = self.items[pos..]
+            let msgs = self
+                .items
                 .iter()
                 .map(|&(start, len, to)| (&arena[start..start + len], to));
-            match sys::send_batch(fd, msgs) {
-                Ok(0) => break,
-                Ok(k) => {
-                    let bytes: u64 = self.items[pos..pos + k].iter().map(|i| i.1 as u64).sum();
-                    counters.bytes_out.fetch_add(bytes, Ordering::Relaxed);
-                    counters.dgrams_out.fetch_add(k as u64, Ordering::Relaxed);
-                    pos += k;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let left = (self.items.len() - pos) as u64;
-                    counters.dgrams_failed.fetch_add(left, Ordering::Relaxed);
-                    tracing::trace!(dropped = left, "UDP send buffer full; replies dropped");
-                    break;
-                }
-                Err(e) => {
-                    // The first datagram failed (too large, bad address,
-                    // ICMP error pending): drop it, go on with the rest.
-                    counters.dgrams_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(error = %e, "UDP send failed; datagram dropped");
-                    pos += 1;
-                }
-            }
+            send_plain(fd, msgs, counters);
         }
         self.items.clear();
         self.arena.clear();
         if self.arena.capacity() > 4 * QUEUE_BYTES {
             self.arena = Vec::new();
+        }
+    }
+
+    fn flush_grouped(&mut self, fd: RawFd, counters: &Counters) {
+        let items = &self.items;
+        let arena = &self.arena;
+        self.order.clear();
+        self.order.extend(0..items.len() as u32);
+        self.order.sort_by_key(|&i| (items[i as usize].2, i));
+        let order = &self.order;
+        let mut pos = 0;
+        while pos < order.len() {
+            // One sendmmsg worth: up to MAX_BATCH slices and messages.
+            let mut iovs = [IoSlice::new(&[]); sys::MAX_BATCH];
+            let mut msgs = [sys::SegMsg {
+                first_iov: 0,
+                iov_count: 0,
+                to: None,
+                segment: 0,
+            }; sys::MAX_BATCH];
+            let (mut niov, mut nmsg) = (0, 0);
+            while pos < order.len() && niov < sys::MAX_BATCH && nmsg < sys::MAX_BATCH {
+                let (start, len, to) = items[order[pos] as usize];
+                let first = niov;
+                iovs[niov] = IoSlice::new(&arena[start..start + len]);
+                niov += 1;
+                pos += 1;
+                let mut total = len;
+                if len > 0 && len <= GSO_MAX_SEGMENT {
+                    while pos < order.len()
+                        && niov < sys::MAX_BATCH
+                        && niov - first < sys::GSO_MAX_SEGMENTS
+                    {
+                        let (s2, l2, t2) = items[order[pos] as usize];
+                        if t2 != to || l2 != len || total + l2 > GSO_MAX_BYTES {
+                            break;
+                        }
+                        iovs[niov] = IoSlice::new(&arena[s2..s2 + l2]);
+                        niov += 1;
+                        pos += 1;
+                        total += l2;
+                    }
+                }
+                let count = niov - first;
+                msgs[nmsg] = sys::SegMsg {
+                    first_iov: first,
+                    iov_count: count,
+                    to,
+                    segment: if count > 1 { len as u16 } else { 0 },
+                };
+                nmsg += 1;
+            }
+            let iovs = &iovs[..niov];
+            let mut m = 0;
+            while m < nmsg {
+                match sys::send_segments(fd, iovs, &msgs[m..nmsg]) {
+                    Ok(0) => break,
+                    Ok(k) => {
+                        for msg in &msgs[m..m + k] {
+                            count_sent(msg, iovs, counters);
+                        }
+                        m += k;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        let left: usize = msgs[m..nmsg].iter().map(|x| x.iov_count).sum();
+                        let left = (left + order.len() - pos) as u64;
+                        counters.dgrams_failed.fetch_add(left, Ordering::Relaxed);
+                        tracing::trace!(dropped = left, "UDP send buffer full; replies dropped");
+                        return;
+                    }
+                    Err(e) => {
+                        let msg = msgs[m];
+                        if msg.segment > 0 {
+                            // Refused as a GSO message: send its datagrams
+                            // one by one, and stop grouping if GSO is not
+                            // supported at all.
+                            if gso_unsupported(&e) {
+                                GSO.store(false, Ordering::Relaxed);
+                                tracing::debug!(error = %e, "UDP GSO unavailable; sending datagrams singly");
+                            }
+                            let slices = &iovs[msg.first_iov..msg.first_iov + msg.iov_count];
+                            send_plain(fd, slices.iter().map(|s| (&s[..], msg.to)), counters);
+                        } else {
+                            counters.dgrams_failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(error = %e, "UDP send failed; datagram dropped");
+                        }
+                        m += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counts a sent message's datagrams and bytes.
+fn count_sent(msg: &sys::SegMsg, iovs: &[IoSlice<'_>], counters: &Counters) {
+    let bytes: usize = iovs[msg.first_iov..msg.first_iov + msg.iov_count]
+        .iter()
+        .map(|s| s.len())
+        .sum();
+    counters
+        .bytes_out
+        .fetch_add(bytes as u64, Ordering::Relaxed);
+    counters
+        .dgrams_out
+        .fetch_add(msg.iov_count as u64, Ordering::Relaxed);
+}
+
+/// Sends `msgs` one datagram per message (`sendmmsg` in batches); what the
+/// socket refuses is dropped and counted.
+fn send_plain<'a>(
+    fd: RawFd,
+    msgs: impl Iterator<Item = (&'a [u8], Option<SocketAddr>)> + Clone,
+    counters: &Counters,
+) {
+    let total = msgs.clone().count();
+    let mut pos = 0;
+    while pos < total {
+        match sys::send_batch(fd, msgs.clone().skip(pos)) {
+            Ok(0) => break,
+            Ok(k) => {
+                let bytes: usize = msgs.clone().skip(pos).take(k).map(|m| m.0.len()).sum();
+                counters
+                    .bytes_out
+                    .fetch_add(bytes as u64, Ordering::Relaxed);
+                counters.dgrams_out.fetch_add(k as u64, Ordering::Relaxed);
+                pos += k;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = (total - pos) as u64;
+                counters.dgrams_failed.fetch_add(left, Ordering::Relaxed);
+                tracing::trace!(dropped = left, "UDP send buffer full; replies dropped");
+                break;
+            }
+            Err(e) => {
+                // The first datagram failed (too large, bad address, ICMP
+                // error pending): drop it, go on with the rest.
+                counters.dgrams_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "UDP send failed; datagram dropped");
+                pos += 1;
+            }
         }
     }
 }
@@ -226,8 +373,9 @@ impl<'a> UdpOut<'a> {
 
     /// Sends what is queued now.
     pub fn flush(&mut self) {
+        let gso = self.endpoint.inner.lp.cfg.udp_gso;
         self.queue
-            .flush(self.endpoint.inner.socket.as_raw_fd(), self.counters);
+            .flush(self.endpoint.inner.socket.as_raw_fd(), self.counters, gso);
     }
 
     /// The socket the datagram came in on.

@@ -345,3 +345,43 @@ fn replies_from_the_handler_to_a_dialed_peer_use_send() {
     client_lp.shutdown(Duration::from_secs(5)).unwrap();
     server_lp.shutdown(Duration::from_secs(5)).unwrap();
 }
+
+#[test]
+fn replies_to_one_peer_are_grouped_and_arrive_whole_and_in_order() {
+    // Equal-size replies to one peer go out as UDP GSO messages where the
+    // kernel supports it; the peer must still see separate, intact
+    // datagrams, in order.
+    let (lp, ep) = udp_echo_server(1);
+    let (busy_tx, busy_rx) = mpsc::channel();
+    lp.schedule(0, move || {
+        busy_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    })
+    .unwrap();
+    busy_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let s = client();
+    const N: u32 = 120;
+    for i in 0..N {
+        let mut d = payload(100, i as u8);
+        d[..4].copy_from_slice(&i.to_le_bytes());
+        s.send_to(&d, ep.local_addr()).unwrap();
+    }
+    let mut buf = vec![0u8; 65_536];
+    let mut next = 0u32;
+    while next < N {
+        let (n, _) = s.recv_from(&mut buf).unwrap();
+        assert_eq!(n, 100, "a reply of the wrong size");
+        let i = u32::from_le_bytes(buf[..4].try_into().unwrap());
+        assert_eq!(i, next, "replies out of order");
+        let mut want = payload(100, i as u8);
+        want[..4].copy_from_slice(&i.to_le_bytes());
+        assert!(buf[..n] == want[..]);
+        next += 1;
+    }
+    assert!(wait_until(Duration::from_secs(5), || lp
+        .stats()
+        .datagrams_out
+        == N as u64));
+    assert_eq!(lp.stats().datagrams_send_failed, 0);
+    lp.shutdown(Duration::from_secs(5)).unwrap();
+}

@@ -1,9 +1,9 @@
 //! The ferropoll UDP echo server: every datagram goes back to its sender.
 //! Datagrams are received in `recvmmsg` batches and the replies of a batch
-//! sent with one `sendmmsg`.
+//! sent with one `sendmmsg`, those to one peer grouped as UDP GSO messages.
 //!
 //! ```text
-//! udp-echo-server [--addr 127.0.0.1:9200] [--loops N] [--batch 32] [--reuseport]
+//! udp-echo-server [--addr 127.0.0.1:9200] [--loops N] [--batch 32] [--reuseport] [--no-gso]
 //! ```
 use std::io;
 
@@ -26,6 +26,9 @@ struct Args {
     /// One SO_REUSEPORT socket per loop.
     #[arg(long)]
     reuseport: bool,
+    /// Send every reply as its own datagram (no UDP GSO grouping).
+    #[arg(long)]
+    no_gso: bool,
 }
 
 fn main() -> io::Result<()> {
@@ -37,6 +40,7 @@ fn main() -> io::Result<()> {
     let mut b = EventLoop::builder();
     b.name("udp-echo")
         .udp_batch(args.batch)
+        .udp_gso(!args.no_gso)
         .reuse_port(args.reuseport);
     if let Some(n) = args.loops {
         b.num_loops(n);
@@ -48,11 +52,12 @@ fn main() -> io::Result<()> {
         udp_handler_fn(|data, peer, out| out.send_to(data, peer)),
     )?;
     eprintln!(
-        "udp-echo-server: listening on {} ({} socket(s), {} loops, batch {})",
+        "udp-echo-server: listening on {} ({} socket(s), {} loops, batch {}, gso {})",
         eps[0].local_addr(),
         eps.len(),
         server.num_loops(),
-        args.batch
+        args.batch,
+        if args.no_gso { "off" } else { "on" }
     );
     server.wait();
     Ok(())

@@ -42,7 +42,7 @@ mod udp;
 
 pub(crate) use epoll::{Epoll, EventFd, Events, Interest, Ready};
 pub(crate) use socket::*;
-pub(crate) use udp::{MAX_BATCH, RecvBuf, send_batch};
+pub(crate) use udp::{GSO_MAX_SEGMENTS, MAX_BATCH, RecvBuf, SegMsg, send_batch, send_segments};
 
 /// Calls a `libc` function and turns the `-1` error convention into
 /// `io::Result`.

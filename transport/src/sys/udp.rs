@@ -194,3 +194,113 @@ pub(crate) fn send_batch<'a>(
         }
     }
 }
+
+/// `UDP_SEGMENT` (Linux UAPI `linux/udp.h`; not in every libc target).
+const UDP_SEGMENT: libc::c_int = 103;
+
+/// Most segments the kernel accepts in one UDP GSO send (`UDP_MAX_SEGMENTS`
+/// is 64 before Linux 6.9 and 128 after).
+pub(crate) const GSO_MAX_SEGMENTS: usize = 64;
+
+/// A `UDP_SEGMENT` control message: header, segment size, padding to
+/// `CMSG_SPACE(2)`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GsoCmsg {
+    hdr: libc::cmsghdr,
+    seg: u16,
+    _pad: [u8; 6],
+}
+
+const _: () = assert!(mem::size_of::<libc::cmsghdr>() % mem::align_of::<usize>() == 0);
+const _: () = assert!(mem::offset_of!(GsoCmsg, seg) == mem::size_of::<libc::cmsghdr>());
+
+/// One message of [`send_segments`]: `iov_count` payload slices starting at
+/// `first_iov`, to `to` (`None`: the connected peer); with `segment > 0`
+/// the slices are `segment`-byte datagrams sent as one UDP GSO message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SegMsg {
+    pub(crate) first_iov: usize,
+    pub(crate) iov_count: usize,
+    pub(crate) to: Option<SocketAddr>,
+    pub(crate) segment: u16,
+}
+
+/// One `sendmmsg(MSG_DONTWAIT)` of `msgs` (at most [`MAX_BATCH`]) over
+/// the payload slices `iovs`; returns how many messages were sent, or the
+/// error of the first (`WouldBlock`: buffer full; `EIO`/`EINVAL` on a
+/// GSO message: the kernel or device refused segmentation).
+///
+/// # Panics
+///
+/// If a message names slices outside `iovs` (a bug of the caller).
+pub(crate) fn send_segments(
+    fd: RawFd,
+    iovs: &[std::io::IoSlice<'_>],
+    msgs: &[SegMsg],
+) -> io::Result<usize> {
+    let n = msgs.len().min(MAX_BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut addrs = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; MAX_BATCH];
+    let mut names = [0 as libc::socklen_t; MAX_BATCH];
+    // SAFETY: an all-zero GsoCmsg (zero lengths) is a valid value.
+    let mut cmsgs: [GsoCmsg; MAX_BATCH] = unsafe { mem::zeroed() };
+    for (i, m) in msgs[..n].iter().enumerate() {
+        assert!(
+            m.first_iov + m.iov_count <= iovs.len(),
+            "message slices out of range"
+        );
+        if let Some(to) = m.to {
+            let (raw, len) = socket_addr_to_raw(to);
+            addrs[i].write(raw);
+            names[i] = len;
+        }
+        if m.segment > 0 {
+            let c = &mut cmsgs[i];
+            c.hdr.cmsg_len = (mem::size_of::<libc::cmsghdr>() + mem::size_of::<u16>()) as _;
+            c.hdr.cmsg_level = libc::SOL_UDP;
+            c.hdr.cmsg_type = UDP_SEGMENT;
+            c.seg = m.segment;
+        }
+    }
+    // `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix; the
+    // kernel only reads through these pointers.
+    let iov_ptr = iovs.as_ptr() as *mut libc::iovec;
+    let addr_ptr = addrs.as_mut_ptr();
+    let cmsg_ptr = cmsgs.as_mut_ptr();
+    let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    for (i, h) in hdrs.iter_mut().enumerate().take(n) {
+        let m = &msgs[i];
+        // SAFETY: an all-zero mmsghdr (null pointers, zero lengths) is valid.
+        let mut hdr: libc::mmsghdr = unsafe { mem::zeroed() };
+        if names[i] > 0 {
+            hdr.msg_hdr.msg_name = addr_ptr.wrapping_add(i).cast();
+            hdr.msg_hdr.msg_namelen = names[i];
+        }
+        hdr.msg_hdr.msg_iov = iov_ptr.wrapping_add(m.first_iov);
+        hdr.msg_hdr.msg_iovlen = m.iov_count as _;
+        if m.segment > 0 {
+            hdr.msg_hdr.msg_control = cmsg_ptr.wrapping_add(i).cast();
+            hdr.msg_hdr.msg_controllen = mem::size_of::<GsoCmsg>() as _;
+        }
+        h.write(hdr);
+    }
+    loop {
+        // The first `n` headers are initialised: each names live iovecs
+        // (checked in range above) over payloads that outlive the call,
+        // when `msg_namelen > 0` an address written above of that length,
+        // and when set one initialised `UDP_SEGMENT` control message.
+        match syscall!(sendmmsg(
+            fd,
+            hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL
+        )) {
+            Ok(sent) => return Ok(sent as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
