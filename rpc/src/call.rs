@@ -303,12 +303,22 @@ fn deadline_status() -> Status {
     Status::deadline_exceeded("no response before the deadline")
 }
 
+/// A future of a call's raw outcome, driven by something else than one
+/// call table: a cluster call, which may try several instances.
+pub(crate) type BoxedOutcome = Pin<Box<dyn Future<Output = Outcome> + Send + Sync>>;
+
 enum Inner {
     Pending {
         table: Arc<CallTable>,
         slot: Arc<Slot>,
     },
     Failed(Status),
+    /// A cluster call: the future yields the payload; `deadline` is the
+    /// whole call's.
+    Boxed {
+        outcome: BoxedOutcome,
+        deadline: Option<Instant>,
+    },
     Finished,
 }
 
@@ -351,6 +361,7 @@ impl<T> fmt::Debug for CallFuture<T> {
         match &self.inner {
             Inner::Pending { slot, .. } => d.field("seq", &slot.seq),
             Inner::Failed(s) => d.field("failed", s),
+            Inner::Boxed { deadline, .. } => d.field("cluster_call_deadline", deadline),
             Inner::Finished => d.field("finished", &true),
         };
         d.finish()
@@ -400,7 +411,18 @@ impl<T: Message + Default> CallFuture<T> {
         }
     }
 
-    /// The call's sequence id (0 for a call that failed before it started).
+    /// A future completed by `outcome` (a cluster call), whose whole
+    /// deadline is `deadline`.
+    pub(crate) fn boxed(outcome: BoxedOutcome, deadline: Option<Instant>) -> CallFuture<T> {
+        CallFuture {
+            inner: Inner::Boxed { outcome, deadline },
+            flush: None,
+            _response: PhantomData,
+        }
+    }
+
+    /// The call's sequence id (0 for a call that failed before it started,
+    /// and for a cluster call, which may be sent on several connections).
     pub fn seq(&self) -> u64 {
         match &self.inner {
             Inner::Pending { slot, .. } => slot.seq,
@@ -420,6 +442,7 @@ impl<T: Message + Default> CallFuture<T> {
     pub fn deadline(&self) -> Option<Instant> {
         match &self.inner {
             Inner::Pending { slot, .. } => slot.deadline,
+            Inner::Boxed { deadline, .. } => *deadline,
             _ => None,
         }
     }
@@ -431,10 +454,16 @@ impl<T: Message + Default> CallFuture<T> {
 
     /// Blocks the calling thread until the call completes or its deadline
     /// passes (then DEADLINE_EXCEEDED).
-    pub fn wait(mut self) -> Result<T, Status> {
+    pub fn wait(self) -> Result<T, Status> {
+        Self::decode(self.wait_outcome())
+    }
+
+    /// As [`wait`](CallFuture::wait), without decoding the payload.
+    pub(crate) fn wait_outcome(mut self) -> Outcome {
         let (table, slot) = match std::mem::replace(&mut self.inner, Inner::Finished) {
             Inner::Pending { table, slot } => (table, slot),
             Inner::Failed(status) => return Err(status),
+            Inner::Boxed { outcome, .. } => return block_on(outcome),
             Inner::Finished => return Err(Status::internal("call already finished")),
         };
         let mut state = slot.state.lock();
@@ -449,7 +478,7 @@ impl<T: Message + Default> CallFuture<T> {
                 if counted {
                     self.took_counted(&table);
                 }
-                return Self::decode(outcome);
+                return outcome;
             }
             match slot.deadline {
                 None => slot.ready.wait(&mut state),
@@ -475,9 +504,23 @@ impl<T: Message + Default> Future for CallFuture<T> {
     type Output = Result<T, Status>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let (table, slot) = match &this.inner {
-            Inner::Pending { table, slot } => (table, slot),
+        self.poll_outcome(cx).map(Self::decode)
+    }
+}
+
+impl<T: Message + Default> CallFuture<T> {
+    /// As `poll`, without decoding the payload.
+    pub(crate) fn poll_outcome(&mut self, cx: &mut TaskContext<'_>) -> Poll<Outcome> {
+        let this = self;
+        let (table, slot) = match &mut this.inner {
+            Inner::Pending { table, slot } => (&*table, &*slot),
+            Inner::Boxed { outcome, .. } => {
+                let ready = outcome.as_mut().poll(cx);
+                if ready.is_ready() {
+                    this.inner = Inner::Finished;
+                }
+                return ready;
+            }
             Inner::Failed(_) => {
                 let Inner::Failed(status) = std::mem::replace(&mut this.inner, Inner::Finished)
                 else {
@@ -503,7 +546,7 @@ impl<T: Message + Default> Future for CallFuture<T> {
                     this.took_counted(&table);
                 }
                 this.inner = Inner::Finished;
-                Poll::Ready(Self::decode(outcome))
+                Poll::Ready(outcome)
             }
             SlotState::Waiting(waker) => {
                 if slot.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -519,7 +562,7 @@ impl<T: Message + Default> Future for CallFuture<T> {
                         return Poll::Pending;
                     }
                     drop(state);
-                    return self.poll(cx);
+                    return this.poll_outcome(cx);
                 }
                 match waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
@@ -556,5 +599,27 @@ impl<T> Drop for CallFuture<T> {
             // Cancelled: remove the entry so that a late response is dropped.
             table.abandon(slot.seq, None);
         }
+    }
+}
+
+/// Runs `fut` to completion on this thread, parking between polls (for the
+/// blocking [`CallFuture::wait`] of a cluster call).
+fn block_on(mut fut: BoxedOutcome) -> Outcome {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = TaskContext::from_waker(&waker);
+    loop {
+        if let Poll::Ready(outcome) = fut.as_mut().poll(&mut cx) {
+            return outcome;
+        }
+        std::thread::park();
     }
 }

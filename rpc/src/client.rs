@@ -10,6 +10,7 @@ use ferropoll_linkbuffer::LinkBuffer;
 use prost::Message;
 
 use crate::call::{CallFuture, CallTable};
+use crate::cluster::{ClusterBuilder, ClusterCore, Discover, InstanceStats};
 use crate::codec::{self, Limits, MessageType, ProtocolError, RequestHead};
 use crate::context::PeerAddr;
 use crate::metadata::Metadata;
@@ -31,6 +32,7 @@ use crate::status::{Code, Status};
 pub struct CallOptions {
     timeout: Option<Duration>,
     metadata: Metadata,
+    hash_key: Option<u64>,
 }
 
 impl CallOptions {
@@ -38,6 +40,7 @@ impl CallOptions {
     pub const DEFAULT: CallOptions = CallOptions {
         timeout: None,
         metadata: Metadata::new(),
+        hash_key: None,
     };
 
     /// The same as [`CallOptions::DEFAULT`].
@@ -62,6 +65,37 @@ impl CallOptions {
     ) -> CallOptions {
         self.metadata.insert(key, value);
         self
+    }
+
+    /// The key a cluster client's
+    /// [`ConsistentHash`](crate::cluster::ConsistentHash) balancer routes
+    /// this call by (calls with one key go to one instance while it is
+    /// available); hashed with a stable hash, so every client agrees.
+    /// Other balancers and single-server clients ignore it.
+    ///
+    /// ```
+    /// use ferropoll_rpc::CallOptions;
+    /// let a = CallOptions::new().with_hash_key("user-42");
+    /// let b = CallOptions::new().with_hash_key(b"user-42");
+    /// assert_eq!(a.hash_key(), b.hash_key());
+    /// ```
+    #[must_use = "with_hash_key returns the changed options"]
+    pub fn with_hash_key(mut self, key: impl AsRef<[u8]>) -> CallOptions {
+        self.hash_key = Some(crate::cluster::hash_bytes(key.as_ref()));
+        self
+    }
+
+    /// As [`with_hash_key`](CallOptions::with_hash_key), with a key that is
+    /// already a well-spread 64-bit hash.
+    #[must_use = "with_hash returns the changed options"]
+    pub fn with_hash(mut self, hash: u64) -> CallOptions {
+        self.hash_key = Some(hash);
+        self
+    }
+
+    /// The hash of the routing key, if set.
+    pub fn hash_key(&self) -> Option<u64> {
+        self.hash_key
     }
 
     /// The timeout, if set.
@@ -399,6 +433,7 @@ enum Backend {
         session: ClientSession,
     },
     Net(NetClient),
+    Cluster(Arc<ClusterCore>),
 }
 
 impl fmt::Debug for Client {
@@ -406,6 +441,7 @@ impl fmt::Debug for Client {
         let backend = match &self.inner.backend {
             Backend::InProcess { .. } => "in-process".to_owned(),
             Backend::Net(net) => net.target().to_string(),
+            Backend::Cluster(core) => format!("{core:?}"),
         };
         f.debug_struct("Client")
             .field("backend", &backend)
@@ -467,6 +503,31 @@ impl Client {
         }
     }
 
+    /// A client of a cluster of instances found by `discover`; see
+    /// [`ClusterBuilder`] (balancing, retries, health, circuit breaking).
+    /// The generated stubs take the resulting [`Client`] unchanged.
+    pub fn cluster(discover: impl Discover) -> ClusterBuilder {
+        ClusterBuilder::new(discover)
+    }
+
+    pub(crate) fn from_cluster(core: Arc<ClusterCore>, options: ClientOptions) -> Client {
+        Client {
+            inner: Arc::new(ClientInner {
+                options,
+                backend: Backend::Cluster(core),
+            }),
+        }
+    }
+
+    /// Per-instance state and counters of a cluster client (`None` for
+    /// other clients), in address order.
+    pub fn cluster_stats(&self) -> Option<Vec<InstanceStats>> {
+        match &self.inner.backend {
+            Backend::Cluster(core) => Some(core.stats()),
+            _ => None,
+        }
+    }
+
     /// The options.
     pub fn options(&self) -> &ClientOptions {
         &self.inner.options
@@ -477,6 +538,7 @@ impl Client {
         match &self.inner.backend {
             Backend::InProcess { .. } => 0,
             Backend::Net(net) => net.open_connections(),
+            Backend::Cluster(core) => core.open_connections(),
         }
     }
 
@@ -495,6 +557,9 @@ impl Client {
         req: &Req,
         options: &CallOptions,
     ) -> Result<Resp, Status> {
+        if let Backend::Cluster(core) = &self.inner.backend {
+            return core.unary(service, method, req, options);
+        }
         self.start(service, method, req, options, false).wait()
     }
 
@@ -516,6 +581,9 @@ impl Client {
         req: &Req,
         options: &CallOptions,
     ) -> CallFuture<Resp> {
+        if let Backend::Cluster(core) = &self.inner.backend {
+            return core.unary_async(service, method, req, options);
+        }
         let call = self.start(service, method, req, options, true);
         if let Backend::Net(net) = &self.inner.backend {
             net.watch_deadline(call.deadline());
@@ -533,6 +601,7 @@ impl Client {
     ) -> CallFuture<Resp> {
         match &self.inner.backend {
             Backend::Net(net) => net.start(service, method, req, options, defer_flush),
+            Backend::Cluster(core) => core.unary_async(service, method, req, options),
             Backend::InProcess {
                 engine,
                 conn,
@@ -560,6 +629,7 @@ impl Client {
     ) -> Result<(), Status> {
         match &self.inner.backend {
             Backend::Net(net) => net.oneway(service, method, req, options),
+            Backend::Cluster(core) => core.oneway(service, method, req, options),
             Backend::InProcess {
                 engine,
                 conn,
@@ -581,6 +651,7 @@ impl Client {
     pub fn ping(&self, timeout: Duration) -> Result<(), Status> {
         match &self.inner.backend {
             Backend::Net(net) => net.ping(timeout),
+            Backend::Cluster(core) => core.ping(timeout),
             Backend::InProcess {
                 engine,
                 conn,

@@ -68,6 +68,7 @@
 
 mod call;
 mod client;
+pub mod cluster;
 pub mod codec;
 mod context;
 mod deadline_timer;

@@ -225,46 +225,106 @@ struct Slot {
     last_failure: Option<(Instant, Status)>,
 }
 
-/// The network half of a [`Client`](crate::Client).
-pub(crate) struct NetClient {
-    target: Target,
-    options: ClientOptions,
+/// A client event loop with its session registry and deadline timer,
+/// shared by the [`NetClient`]s of one cluster client (one per instance)
+/// or owned by a single one. Dropping the last handle stops the loop.
+pub(crate) struct ClientLoop {
     lp: EventLoop,
     registry: Arc<Registry>,
-    slots: Box<[RwLock<Slot>]>,
-    next: AtomicUsize,
     timer: Arc<OnceLock<Option<DeadlineTimer>>>,
 }
 
-impl NetClient {
-    /// Starts the client loop and dials every connection.
-    pub(crate) fn connect(target: Target, options: ClientOptions) -> Result<NetClient, Status> {
+impl ClientLoop {
+    /// Starts one client loop thread whose connections use `limits`.
+    pub(crate) fn start(limits: Limits) -> Result<Arc<ClientLoop>, Status> {
         let registry = Arc::new(Registry::default());
         let lp = EventLoop::builder()
             .name("ferropoll-rpc-client")
             .num_loops(1)
             .build(ClientHandler {
                 registry: Arc::clone(&registry),
-                limits: options.limits,
+                limits,
             })
             .map_err(|e| Status::unavailable(format!("cannot start the client loop: {e}")))?;
-        let slots = (0..options.connections.max(1))
-            .map(|_| RwLock::new(Slot::default()))
-            .collect();
-        let client = NetClient {
-            target,
-            options,
+        Ok(Arc::new(ClientLoop {
             lp,
             registry,
-            slots,
-            next: AtomicUsize::new(0),
             timer: Arc::new(OnceLock::new()),
-        };
+        }))
+    }
+
+    /// The event loop (for timers).
+    pub(crate) fn event_loop(&self) -> &EventLoop {
+        &self.lp
+    }
+}
+
+impl Drop for ClientLoop {
+    fn drop(&mut self) {
+        // Closes the sockets and joins the loop thread (unless this is it).
+        let _ = self.lp.shutdown(Duration::from_secs(1));
+    }
+}
+
+/// The network half of a [`Client`](crate::Client).
+pub(crate) struct NetClient {
+    target: Target,
+    options: ClientOptions,
+    shared: Arc<ClientLoop>,
+    slots: Box<[RwLock<Slot>]>,
+    next: AtomicUsize,
+}
+
+impl NetClient {
+    /// Starts a client loop of its own and dials every connection.
+    pub(crate) fn connect(target: Target, options: ClientOptions) -> Result<NetClient, Status> {
+        let shared = ClientLoop::start(options.limits)?;
+        let client = NetClient::lazy(target, options, shared);
         for slot in client.slots.iter() {
             let cs = client.dial()?;
             slot.write().current = Some(cs);
         }
         Ok(client)
+    }
+
+    /// A client on `shared`'s loop that dials nothing yet: the first call
+    /// (or [`probe`](NetClient::probe)) does.
+    pub(crate) fn lazy(
+        target: Target,
+        options: ClientOptions,
+        shared: Arc<ClientLoop>,
+    ) -> NetClient {
+        let slots = (0..options.connections.max(1))
+            .map(|_| RwLock::new(Slot::default()))
+            .collect();
+        NetClient {
+            target,
+            options,
+            shared,
+            slots,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Makes sure the first connection is up, dialing it now if it is not
+    /// (whatever the reconnect backoff says): a health check.
+    ///
+    /// # Errors
+    ///
+    /// UNAVAILABLE when the dial fails.
+    pub(crate) fn probe(&self) -> Result<(), Status> {
+        self.with_slot(0, false, |_| ())
+    }
+
+    /// Whether some connection was dialed and is not usable any more (the
+    /// server closed it or went away).
+    pub(crate) fn has_lost_connection(&self) -> bool {
+        self.slots.iter().any(|slot| {
+            slot.read()
+                .current
+                .as_ref()
+                .is_some_and(|cs| !cs.is_usable())
+        })
     }
 
     pub(crate) fn target(&self) -> &Target {
@@ -274,24 +334,26 @@ impl NetClient {
     /// Dials one connection and registers its session.
     fn dial(&self) -> Result<Arc<ConnSession>, Status> {
         let timeout = self.options.connect_timeout;
+        let lp = &self.shared.lp;
         let conn = match &self.target {
-            Target::Tcp(addr) => self.lp.dial_tcp(addr.as_str(), timeout),
-            Target::Unix(path) => self.lp.dial_unix(path, timeout),
+            Target::Tcp(addr) => lp.dial_tcp(addr.as_str(), timeout),
+            Target::Unix(path) => lp.dial_unix(path, timeout),
         }
         .map_err(|e| Status::unavailable(format!("cannot connect to {}: {e}", self.target)))?;
         let cs = Arc::new(ConnSession {
             conn: conn.clone(),
             session: ClientSession::new(&self.options),
-            timer: Arc::clone(&self.timer),
+            timer: Arc::clone(&self.shared.timer),
             staged: Mutex::new(LinkBuffer::new()),
             pending: AtomicBool::new(false),
             flushing: AtomicBool::new(false),
         });
-        self.registry
+        self.shared
+            .registry
             .sessions
             .lock()
             .insert(conn.id(), Arc::clone(&cs));
-        let registry = Arc::downgrade(&self.registry);
+        let registry = Arc::downgrade(&self.shared.registry);
         // Runs at once if the connection closed already.
         conn.add_close_callback(move |conn| {
             let cs = registry
@@ -305,8 +367,14 @@ impl NetClient {
         Ok(cs)
     }
 
-    /// Runs `f` with a usable connection of slot `i`, dialing one if needed.
-    fn with_slot<T>(&self, i: usize, f: impl FnOnce(&Arc<ConnSession>) -> T) -> Result<T, Status> {
+    /// Runs `f` with a usable connection of slot `i`, dialing one if needed
+    /// (unless a dial failed within the reconnect backoff and `backoff`).
+    fn with_slot<T>(
+        &self,
+        i: usize,
+        backoff: bool,
+        f: impl FnOnce(&Arc<ConnSession>) -> T,
+    ) -> Result<T, Status> {
         {
             let slot = self.slots[i].read();
             if let Some(cs) = &slot.current {
@@ -322,7 +390,7 @@ impl NetClient {
             }
         }
         if let Some((at, status)) = &slot.last_failure {
-            if at.elapsed() < self.options.reconnect_backoff {
+            if backoff && at.elapsed() < self.options.reconnect_backoff {
                 return Err(status.clone());
             }
         }
@@ -358,7 +426,7 @@ impl NetClient {
         };
         let mut last = None;
         for k in 0..n {
-            match self.with_slot((first + k) % n, &mut f) {
+            match self.with_slot((first + k) % n, true, &mut f) {
                 Ok(out) if k + 1 < n && retry(&out) => last = Some(Ok(out)),
                 Ok(out) => return Ok(out),
                 Err(status) => last = Some(Err(status)),
@@ -390,8 +458,9 @@ impl NetClient {
     /// Makes sure an unpolled future still fails at its deadline (and
     /// starts the timer that also backs deferred sends).
     pub(crate) fn watch_deadline(&self, deadline: Option<Instant>) {
-        let timer = self.timer.get_or_init(|| {
-            let target: Weak<dyn Expire> = Arc::downgrade(&self.registry) as Weak<dyn Expire>;
+        let timer = self.shared.timer.get_or_init(|| {
+            let target: Weak<dyn Expire> =
+                Arc::downgrade(&self.shared.registry) as Weak<dyn Expire>;
             DeadlineTimer::start("ferropoll-rpc-timer", target)
                 .map_err(|e| tracing::error!("cannot start the rpc deadline timer: {e}"))
                 .ok()
@@ -438,30 +507,31 @@ impl NetClient {
         call.wait()
     }
 
-    /// Connections open now.
+    /// Connections of this client open now.
     pub(crate) fn open_connections(&self) -> usize {
-        self.registry.sessions.lock().len()
+        self.slots
+            .iter()
+            .filter(|slot| {
+                slot.read()
+                    .current
+                    .as_ref()
+                    .is_some_and(|cs| cs.conn.is_active())
+            })
+            .count()
     }
 }
 
 impl Drop for NetClient {
     fn drop(&mut self) {
-        let sessions: Vec<Arc<ConnSession>> = self
-            .registry
-            .sessions
-            .lock()
-            .drain()
-            .map(|(_, cs)| cs)
-            .collect();
-        for cs in sessions {
-            cs.session
-                .close(Status::cancelled("the client was dropped"));
-            cs.conn.close();
-        }
+        // Only this client's connections: the loop may be shared. Each
+        // close callback removes its session from the registry; the loop
+        // stops with the last handle on it.
         for slot in self.slots.iter() {
-            slot.write().current = None;
+            if let Some(cs) = slot.write().current.take() {
+                cs.session
+                    .close(Status::cancelled("the client was dropped"));
+                cs.conn.close();
+            }
         }
-        // Closes the sockets and joins the loop thread (unless this is it).
-        let _ = self.lp.shutdown(Duration::from_secs(1));
     }
 }

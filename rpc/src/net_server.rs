@@ -182,6 +182,7 @@ impl ServerBuilder {
             busy: AtomicUsize::new(0),
             drained: Mutex::new(()),
             drained_cv: Condvar::new(),
+            on_shutdown: Mutex::new(Vec::new()),
         });
         let lp = self.loops.build(RpcHandler {
             shared: Arc::clone(&shared),
@@ -200,6 +201,8 @@ struct Shared {
     busy: AtomicUsize,
     drained: Mutex<()>,
     drained_cv: Condvar,
+    /// Run when a graceful shutdown begins (see `Server::on_shutdown`).
+    on_shutdown: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
 }
 
 impl Shared {
@@ -303,6 +306,10 @@ impl Server {
     /// (it was closed then).
     pub fn shutdown(&self, deadline: Duration) -> io::Result<()> {
         let end = Instant::now() + deadline;
+        let hooks = std::mem::take(&mut *self.shared.on_shutdown.lock());
+        for hook in hooks {
+            hook();
+        }
         self.shared.engine.start_draining();
         let drained = self.shared.wait_idle(end);
         let rest = end.saturating_duration_since(Instant::now());
@@ -315,6 +322,16 @@ impl Server {
                 "shutdown deadline passed with pool calls still running",
             ))
         }
+    }
+
+    /// Runs `f` first thing in a graceful [`shutdown`](Server::shutdown),
+    /// before the server stops taking calls: the place to deregister it
+    /// from service discovery (e.g. drop a
+    /// `cluster::Registration`), so that clients move away while it still
+    /// answers. Hooks run once, in the order added; those still pending
+    /// when the last handle drops are dropped without running.
+    pub fn on_shutdown(&self, f: impl FnOnce() + Send + 'static) {
+        self.shared.on_shutdown.lock().push(Box::new(f));
     }
 
     /// The engine (services, limits).
