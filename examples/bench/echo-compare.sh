@@ -15,6 +15,8 @@
 #        CARGO_TARGET_DIR (where to build; default target/)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=examples/bench/lib.sh
+. examples/bench/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
@@ -23,20 +25,9 @@ IDLE=${IDLE:-10000}
 EPOLL_ECHO_C=${EPOLL_ECHO_C:-/work/shared/bench/epoll_echo.c}
 WORKLOADS=${WORKLOADS:-"1024x50 1024x1000 64x100"}
 TARGET=${CARGO_TARGET_DIR:-target}
-TCK=$(getconf CLK_TCK)
-
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
-
 cargo build --release -q -p ferropoll-examples --bin echo-server --bin echo-bench --bin tokio-echo
 BIN="$TARGET/release"
-WORK=$(mktemp -d)
-SERVER_PID=""
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_init
 
 CONTENDERS="ferropoll-inline ferropoll-pool tokio"
 if [ -f "$EPOLL_ECHO_C" ]; then
@@ -56,31 +47,12 @@ start_server() { # name -> sets SERVER_PID
     local name=$1 port
     port=$(port_of "$name")
     case $name in
-        ferropoll-inline) taskset -c 0 "$BIN/echo-server" --addr "127.0.0.1:$port" --loops 1 --dispatch inline 2>"$WORK/server.log" & ;;
-        ferropoll-pool) taskset -c 0 "$BIN/echo-server" --addr "127.0.0.1:$port" --loops 1 --dispatch pool 2>"$WORK/server.log" & ;;
-        tokio) taskset -c 0 "$BIN/tokio-echo" --addr "127.0.0.1:$port" --threads 1 2>"$WORK/server.log" & ;;
-        c-epoll) taskset -c 0 "$WORK/epoll_echo" "$port" 1 2>"$WORK/server.log" & ;;
+        ferropoll-inline) start_pinned "$port" "$BIN/echo-server" --addr "127.0.0.1:$port" --loops 1 --dispatch inline ;;
+        ferropoll-pool) start_pinned "$port" "$BIN/echo-server" --addr "127.0.0.1:$port" --loops 1 --dispatch pool ;;
+        tokio) start_pinned "$port" "$BIN/tokio-echo" --addr "127.0.0.1:$port" --threads 1 ;;
+        c-epoll) start_pinned "$port" "$WORK/epoll_echo" "$port" 1 ;;
     esac
-    SERVER_PID=$!
-    for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "server $name did not start" >&2
-    cat "$WORK/server.log" >&2
-    exit 1
 }
-
-stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-}
-
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-kv() { tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'; }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 RESULTS="$WORK/results"
 : >"$RESULTS"
@@ -97,7 +69,7 @@ for wl in $WORKLOADS; do
             t1=$(cpu_ticks "$SERVER_PID")
             stop_server
             total=$(echo "$line" | kv total_msgs)
-            cpu_us=$(awk -v a="$t0" -v b="$t1" -v n="$total" -v t="$TCK" 'BEGIN {printf "%.2f", (b - a) * 1e6 / t / (n > 0 ? n : 1)}')
+            cpu_us=$(cpu_us_per "$t0" "$t1" "$total")
             echo "$wl $name $round $line cpu_us_per_msg=$cpu_us" >>"$RESULTS"
             echo "  $wl round $round $name: $line cpu_us_per_msg=$cpu_us" >&2
         done
@@ -115,8 +87,8 @@ for wl in $WORKLOADS; do
         cpu=$(get "$name" cpu_us_per_msg)
         printf '%-10s %-17s %10.0f %8s %8s %9s %12s %9s %9s\n' "$wl" "$name" "$rate" \
             "$(get "$name" p50_us)" "$(get "$name" p99_us)" "$(get "$name" p999_us)" "$cpu" \
-            "$(awk -v a="$cpu" -v b="$c_cpu" 'BEGIN {if (b + 0 > 0) printf "%.2f", a / b; else print "-"}')" \
-            "$(awk -v a="$rate" -v b="$tokio_rate" 'BEGIN {if (b + 0 > 0) printf "%.2f", a / b; else print "-"}')"
+            "$(ratio "$cpu" "$c_cpu")" \
+            "$(ratio "$rate" "$tokio_rate")"
     done
 done
 

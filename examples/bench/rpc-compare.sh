@@ -15,6 +15,8 @@
 #        CARGO_TARGET_DIR (where to build; default target/)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=examples/bench/lib.sh
+. examples/bench/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
@@ -22,23 +24,9 @@ WARMUP=${WARMUP:-1}
 SIZES=${SIZES:-"128 4096"}
 CONCS=${CONCS:-"1 50 500"}
 TARGET=${CARGO_TARGET_DIR:-target}
-TCK=$(getconf CLK_TCK)
-
-command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
 cargo build --release -q -p ferropoll-examples --bin rpc-server --bin tonic-echo --bin rpc-bench
 BIN="$TARGET/release"
-WORK=$(mktemp -d)
-SERVER_PID=""
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# Small helpers; the same as in echo-compare.sh (see the note in BENCHMARKS.md).
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-kv() { tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'; }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+bench_init
 
 port_of() { case $1 in ferropoll) echo 9251 ;; tonic) echo 9252 ;; esac; }
 
@@ -46,23 +34,9 @@ start_server() { # name -> sets SERVER_PID
     local name=$1 port
     port=$(port_of "$name")
     case $name in
-        ferropoll) taskset -c 0 "$BIN/rpc-server" --addr "127.0.0.1:$port" --loops 1 2>"$WORK/server.log" & ;;
-        tonic) taskset -c 0 "$BIN/tonic-echo" --addr "127.0.0.1:$port" --threads 1 2>"$WORK/server.log" & ;;
+        ferropoll) start_pinned "$port" "$BIN/rpc-server" --addr "127.0.0.1:$port" --loops 1 ;;
+        tonic) start_pinned "$port" "$BIN/tonic-echo" --addr "127.0.0.1:$port" --threads 1 ;;
     esac
-    SERVER_PID=$!
-    for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "server $name did not start" >&2
-    cat "$WORK/server.log" >&2
-    exit 1
-}
-
-stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
 }
 
 RESULTS="$WORK/results"
@@ -104,7 +78,6 @@ for size in $SIZES; do
             qps=$(get "$name" qps)
             p99=$(get "$name" p99_us)
             cpu=$(get "$name" cpu_us_per_call)
-            ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b + 0 > 0) printf "%.2f", a / b; else print "-"}'; }
             printf '%-11s %-10s %10.0f %8s %8s %9s %7s %12s %10s %9s %9s\n' "$wl" "$name" "$qps" \
                 "$(get "$name" p50_us)" "$p99" "$(get "$name" p999_us)" "$(get "$name" errors)" "$cpu" \
                 "$(ratio "$qps" "$t_qps")" "$(ratio "$p99" "$t_p99")" "$(ratio "$cpu" "$t_cpu")"
