@@ -13,6 +13,9 @@ use ferropoll_linkbuffer::LinkBuffer;
 use ferropoll_transport::testing::{LeakCheck, wait_until};
 use ferropoll_transport::{Dispatch, EventLoop, handler_fn};
 
+mod common;
+use common::free_port;
+
 fn server(max_frame: usize, dispatch: Dispatch) -> (EventLoop, SocketAddr) {
     let c = codec(max_frame);
     let lp = match dispatch {
@@ -139,15 +142,6 @@ fn oversized_frames_are_rejected_and_the_connection_closed() {
     lp.shutdown(Duration::from_secs(5)).unwrap();
     drop(lp);
     leaks.assert_clean();
-}
-
-/// A free loopback port (bound, then released; good enough for a test).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -2,24 +2,16 @@
 //! `wrk` (Debian packages `curl` and `wrk`; `bash .ci/test` installs them).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::net::TcpStream;
 
 use ferropoll_examples::http::{self, Builder, HttpServer};
 use ferropoll_transport::testing::LeakCheck;
 
-const T: Duration = Duration::from_secs(10);
+mod common;
+use common::{connect, tool};
 
 fn server() -> HttpServer {
     http::start("127.0.0.1:0", 2).expect("start http-server")
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
 }
 
 /// One response read from `s`: (status line, lowercase headers, body).
@@ -84,37 +76,14 @@ fn read_resp(s: &mut TcpStream, buf: &mut Vec<u8>) -> Resp {
     }
 }
 
+/// Asserts nothing follows the last response and the server closes.
 fn expect_eof(s: &mut TcpStream, buf: &[u8]) {
     assert!(
         buf.is_empty(),
         "bytes after the last response: {:?}",
         String::from_utf8_lossy(buf)
     );
-    let mut rest = Vec::new();
-    match s.read_to_end(&mut rest) {
-        Ok(_) => assert!(
-            rest.is_empty(),
-            "unexpected bytes: {:?}",
-            String::from_utf8_lossy(&rest)
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("expected EOF, got {e}"),
-    }
-}
-
-fn tool(bin: &str, package: &str) -> Command {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "`{bin}` not found: install Debian package {package} (`bash .ci/test` installs it)"
-    );
-    let mut c = Command::new("timeout");
-    c.args(["60", bin]);
-    c
+    common::expect_eof(s);
 }
 
 /// curl's output for `args` (status checked).

@@ -4,23 +4,17 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ferropoll_examples::resp::{self, Builder, Limits, RespServer};
 use ferropoll_transport::testing::{LeakCheck, wait_until};
 
-const T: Duration = Duration::from_secs(10);
+mod common;
+use common::{T, connect, expect_eof, tool};
 
 fn server() -> RespServer {
     resp::start("127.0.0.1:0", 2).expect("start resp-server")
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
 }
 
 /// Reads exactly `want.len()` bytes and compares them.
@@ -35,38 +29,8 @@ fn expect(s: &mut TcpStream, want: &[u8]) {
     );
 }
 
-/// Asserts the server closes the connection (EOF) within the timeout.
-fn expect_eof(s: &mut TcpStream) {
-    let mut rest = Vec::new();
-    match s.read_to_end(&mut rest) {
-        Ok(_) => assert!(
-            rest.is_empty(),
-            "unexpected bytes: {:?}",
-            String::from_utf8_lossy(&rest)
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("expected EOF, got {e}"),
-    }
-}
-
-/// A command line bounded by `timeout 60`, failing clearly if the tool is missing.
-fn tool(bin: &str) -> Command {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "`{bin}` not found: install Debian package redis-tools (`bash .ci/test` installs it)"
-    );
-    let mut c = Command::new("timeout");
-    c.args(["60", bin]);
-    c
-}
-
 fn cli(addr: SocketAddr, args: &[&str]) -> String {
-    let out = tool("redis-cli")
+    let out = tool("redis-cli", "redis-tools")
         .args(["-h", "127.0.0.1", "-p", &addr.port().to_string()])
         .args(args)
         .output()
@@ -356,7 +320,7 @@ fn redis_cli_pipe_mode() {
             format!("*3\r\n$3\r\nSET\r\n$4\r\nk{i:03}\r\n$1\r\n{}\r\n", i % 10).as_bytes(),
         );
     }
-    let mut child = tool("redis-cli")
+    let mut child = tool("redis-cli", "redis-tools")
         .args(["-h", "127.0.0.1", "-p", &a.port().to_string(), "--pipe"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -380,7 +344,7 @@ fn redis_benchmark_runs_clean() {
     let a = srv.local_addr();
     let started = Instant::now();
     let run = |tests: &str, n: &str| {
-        let out = tool("redis-benchmark")
+        let out = tool("redis-benchmark", "redis-tools")
             .args(["-h", "127.0.0.1", "-p", &a.port().to_string()])
             .args(["-n", n, "-c", "20", "-P", "8", "-q", "--csv", "-t", tests])
             .output()

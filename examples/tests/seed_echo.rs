@@ -16,19 +16,20 @@ use std::time::Duration;
 
 use ferropoll_transport::testing::wait_until;
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+mod common;
+use common::have;
 
 #[test]
 fn echo_server_with_no_arguments_echoes_dddd_through_nc() {
-    if !have("nc") || !have("timeout") || !have("bash") {
-        eprintln!("SKIPPED: `nc` (netcat-openbsd), `timeout` or `bash` not installed");
-        return;
+    for (bin, package) in [
+        ("nc", "netcat-openbsd"),
+        ("timeout", "coreutils"),
+        ("bash", "bash"),
+    ] {
+        assert!(
+            have(bin),
+            "`{bin}` not found: install Debian package {package} (`bash .ci/test` installs it)"
+        );
     }
     // Port 9000 must be free for `echo-server` with no arguments.
     match std::net::TcpListener::bind("127.0.0.1:9000") {
