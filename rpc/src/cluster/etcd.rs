@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::discover::{Discover, Instance, InstanceSet};
 use crate::cluster::runtime;
+use crate::net_server::Server;
 use crate::status::Status;
 
 /// How long a blocking call to etcd may take.
@@ -76,9 +77,16 @@ async fn connect(endpoints: Vec<String>) -> Result<Etcd, Status> {
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(ETCD_TIMEOUT);
-    Etcd::connect(&endpoints, Some(options))
+    let unreachable = |e: etcd_client::Error| {
+        Status::unavailable(format!("cannot reach etcd at {endpoints:?}: {e}"))
+    };
+    let mut client = Etcd::connect(&endpoints, Some(options))
         .await
-        .map_err(|e| Status::unavailable(format!("cannot connect to etcd at {endpoints:?}: {e}")))
+        .map_err(unreachable)?;
+    // The channel may connect lazily: ask once, so that a wrong endpoint is
+    // an error here rather than at the first registration.
+    client.status().await.map_err(unreachable)?;
+    Ok(client)
 }
 
 fn etcd_error(what: &str, e: etcd_client::Error) -> Status {
@@ -150,6 +158,38 @@ impl EtcdRegistrar {
     /// The key `instance` is registered under.
     pub fn key_of(&self, instance: &Instance) -> String {
         format!("{}{}", self.prefix, instance.addr())
+    }
+
+    /// Registers `server` as `instance` now and deregisters it first thing
+    /// in its graceful [`shutdown`](Server::shutdown) (through
+    /// [`Server::on_shutdown`]), so that clients move away while it still
+    /// answers. If the server is dropped without a graceful shutdown, its
+    /// pending hook is dropped, which deregisters it too.
+    ///
+    /// ```no_run
+    /// use ferropoll_rpc::{Listener, Server};
+    /// use ferropoll_rpc::cluster::{EtcdRegistrar, Instance};
+    ///
+    /// let server = Server::builder().build()?;
+    /// let addr = server.listen(Listener::bind_tcp("127.0.0.1:7000")?)?;
+    /// EtcdRegistrar::connect(["http://127.0.0.1:2379"], "/services/kv")?
+    ///     .register_server(&server, Instance::new(addr.to_string()))?;
+    /// // ... serve; then the key goes before the server stops taking calls:
+    /// server.shutdown(std::time::Duration::from_secs(5))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`register`](Self::register); nothing is hooked then.
+    pub fn register_server(&self, server: &Server, instance: Instance) -> Result<(), Status> {
+        let registration = self.register(instance)?;
+        server.on_shutdown(move || {
+            if let Err(e) = registration.deregister() {
+                tracing::warn!("etcd deregistration at shutdown: {e}");
+            }
+        });
+        Ok(())
     }
 
     /// Registers `instance` (under a new lease, kept alive in the
@@ -282,6 +322,17 @@ impl Registration {
     /// its lease).
     pub fn deregister(mut self) -> Result<(), Status> {
         self.revoke()
+    }
+
+    /// Stops keeping the lease alive *without* revoking it: the key stays
+    /// until the lease expires (its TTL), exactly as when the process dies
+    /// without a word. For a process about to exit abruptly, and for tests
+    /// of what clients see then.
+    pub fn abandon(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            tracing::info!(key = %self.key, "etcd registration abandoned to its lease");
+        }
     }
 
     fn revoke(&mut self) -> Result<(), Status> {
