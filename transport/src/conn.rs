@@ -39,6 +39,7 @@ use ferropoll_linkbuffer::LinkBuffer;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::addr::Addr;
+use crate::event_loop::OutputFull;
 use crate::reactor::{LoopShared, Task};
 use crate::sys;
 use crate::timer::{Callback, TimerHandle, deadline_in};
@@ -461,8 +462,8 @@ impl ConnInner {
                         inner: self.clone(),
                     }));
                 }
-                if blocked && out.buf.len() > self.lp.cfg.input_high_water {
-                    self.set(OUT_FULL);
+                if blocked && out.buf.len() > self.lp.cfg.output_high_water {
+                    self.output_full(out)?;
                 }
                 if !blocked {
                     out.pending = false;
@@ -480,6 +481,35 @@ impl ConnInner {
                 self.set(PEER_CLOSED);
                 self.request_close();
                 Err(e)
+            }
+        }
+    }
+}
+
+impl ConnInner {
+    /// Unsent output passed the output high-water mark: apply the policy.
+    /// `Wait` stops the loop reading (and running inline rounds) until the
+    /// output drains; `Fail` drops the output and closes the connection.
+    pub(crate) fn output_full(self: &Arc<Self>, out: &mut Output) -> io::Result<()> {
+        match self.lp.cfg.output_full {
+            OutputFull::Wait => {
+                self.set(OUT_FULL);
+                Ok(())
+            }
+            OutputFull::Fail => {
+                let unsent = out.buf.len();
+                tracing::debug!(conn = self.id, unsent, "output high-water mark: closing");
+                out.buf = LinkBuffer::new();
+                out.pending = false;
+                self.clear(OUT_PENDING);
+                self.request_close();
+                Err(io::Error::new(
+                    io::ErrorKind::QuotaExceeded,
+                    format!(
+                        "{unsent} bytes of unsent output passed the output high-water mark ({}); connection closed",
+                        self.lp.cfg.output_high_water
+                    ),
+                ))
             }
         }
     }
@@ -786,11 +816,29 @@ impl Writer<'_> {
         }
     }
 
-    /// Back-pressure for threads other than the loop's: a writer faster than
-    /// its peer must not grow the output buffer without bound.
+    /// Whether the output held (unsent plus written but not yet flushed)
+    /// passed the output high-water mark
+    /// ([`Builder::output_high_water`](crate::Builder::output_high_water)).
+    /// A handler that answers many pipelined requests in one round checks
+    /// it between responses: when it holds, flush and return, leaving the
+    /// rest of the input unconsumed. The loop runs the handler again once
+    /// the peer has read the output down to the mark, so a peer that sends
+    /// requests but never reads the answers cannot grow the buffer.
+    pub fn is_full(&self) -> bool {
+        self.out.buf.len() + self.out.buf.unflushed_len() > self.conn.lp.cfg.output_high_water
+    }
+
+    /// Back-pressure once output is pending: a writer faster than its peer
+    /// must not grow the output buffer without bound. Other threads wait
+    /// for room ([`OutputFull::Wait`]); the loop's own thread cannot wait,
+    /// so it stops reading and running rounds for this connection instead.
     fn wait_room(&mut self) -> io::Result<()> {
-        let hw = self.conn.lp.cfg.input_high_water;
-        if self.out.buf.len() <= hw || self.conn.lp.is_current() {
+        let hw = self.conn.lp.cfg.output_high_water;
+        if self.out.buf.len() <= hw {
+            return Ok(());
+        }
+        self.conn.output_full(&mut self.out)?;
+        if self.conn.lp.is_current() {
             return Ok(());
         }
         let deadline = Instant::now()

@@ -70,6 +70,33 @@ impl Balance {
     }
 }
 
+/// What happens when a connection's unsent output passes the output
+/// high-water mark ([`Builder::output_high_water`]) because its peer reads
+/// slower than the server writes (or not at all).
+///
+/// Either way the connection's buffered output stays bounded: a peer that
+/// does not read cannot make the server buffer without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFull {
+    /// Writers wait (the default). The loop stops reading the connection
+    /// and stops running its inline handler until the peer has read the
+    /// output down to the mark; a [`flush`](crate::Writer::flush) from
+    /// another thread (a pool handler) blocks until then, up to the write
+    /// timeout (then the connection closes and the flush fails with
+    /// `TimedOut`). A handler that writes many responses in one
+    /// `on_request` call (pipelining) checks
+    /// [`Writer::is_full`](crate::Writer::is_full) between them and returns,
+    /// leaving the rest of its input for the next round.
+    #[default]
+    Wait,
+    /// Writers get an error: the flush that leaves more than the mark
+    /// unsent fails with `ErrorKind::QuotaExceeded` and the connection
+    /// closes at once, its unsent output dropped (a partial frame must not
+    /// be sent later). The mark must then exceed the largest single
+    /// response.
+    Fail,
+}
+
 pub(crate) enum Mode {
     Inline,
     Pool(Option<ferropoll_gopool::Pool>),
@@ -86,6 +113,8 @@ pub(crate) struct Config {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_connections: usize,
     pub(crate) input_high_water: usize,
+    pub(crate) output_high_water: usize,
+    pub(crate) output_full: OutputFull,
     pub(crate) keepalive: Option<Duration>,
     pub(crate) backlog: i32,
     pub(crate) reuse_port: bool,
@@ -154,7 +183,8 @@ impl Group {
 /// Defaults: one loop per core, round-robin balance, inline dispatch, no
 /// read/write/idle timeout, at most 100,000 connections (excess connections
 /// are accepted and closed at once), input high-water mark 4 MiB per
-/// connection, no TCP keepalive, listen backlog 4096 (the kernel caps it at
+/// connection, output high-water mark 4 MiB per connection (writers wait,
+/// [`OutputFull::Wait`]), no TCP keepalive, listen backlog 4096 (the kernel caps it at
 /// `net.core.somaxconn`), one listening socket per address (no
 /// `SO_REUSEPORT`), UDP batches of 32 datagrams of up to 64 KiB, GSO
 /// replies on. An idle connection holds no buffer memory; each open one
@@ -173,6 +203,8 @@ pub struct Builder {
     idle_timeout: Option<Duration>,
     max_connections: usize,
     input_high_water: usize,
+    output_high_water: usize,
+    output_full: OutputFull,
     keepalive: Option<Duration>,
     backlog: i32,
     reuse_port: bool,
@@ -194,6 +226,8 @@ impl Default for Builder {
             idle_timeout: None,
             max_connections: 100_000,
             input_high_water: 4 << 20,
+            output_high_water: 4 << 20,
+            output_full: OutputFull::Wait,
             keepalive: None,
             backlog: 4096,
             reuse_port: false,
@@ -252,11 +286,36 @@ impl Builder {
     }
     /// Unread input per connection at which the loop stops reading it (it
     /// resumes when the consumer drains half of it; a blocked read of more
-    /// bytes raises the mark to its size). The same bound applies to pending
-    /// output: the loop stops reading a connection whose unsent output
-    /// passes it, and other threads' flushes wait.
+    /// bytes raises the mark to its size). Default 4 MiB.
     pub fn input_high_water(&mut self, bytes: usize) -> &mut Self {
         self.input_high_water = bytes.max(1);
+        self
+    }
+    /// Unsent output per connection past which the peer counts as not
+    /// keeping up (default 4 MiB; at least 1). What happens then is
+    /// [`Builder::output_full`]'s policy; either way the loop stops reading
+    /// that connection until its output drains back to the mark.
+    ///
+    /// ```
+    /// use ferropoll_transport::{EventLoop, OutputFull, handler_fn};
+    ///
+    /// let server = EventLoop::builder()
+    ///     .num_loops(1)
+    ///     .output_high_water(256 << 10)
+    ///     .output_full(OutputFull::Fail)
+    ///     .build(handler_fn(|_conn| Ok(())))?;
+    /// # drop(server);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn output_high_water(&mut self, bytes: usize) -> &mut Self {
+        self.output_high_water = bytes.max(1);
+        self
+    }
+    /// What writers see when a connection's unsent output passes
+    /// [`Builder::output_high_water`]: they wait (default) or get an error
+    /// and the connection closes. See [`OutputFull`].
+    pub fn output_full(&mut self, policy: OutputFull) -> &mut Self {
+        self.output_full = policy;
         self
     }
     /// TCP keepalive idle time and probe interval (`None`: off).
@@ -357,6 +416,8 @@ impl Builder {
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
             input_high_water: self.input_high_water,
+            output_high_water: self.output_high_water,
+            output_full: self.output_full,
             keepalive: self.keepalive,
             backlog: self.backlog,
             reuse_port: self.reuse_port,

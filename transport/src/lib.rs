@@ -34,7 +34,9 @@
 //! `LinkBuffer` without copying.
 //!
 //! What differs from netpoll: `idle_timeout` really closes idle connections,
-//! an input high-water mark bounds each connection's buffered input, bytes
+//! input and output high-water marks bound each connection's buffered
+//! input and unsent output (a peer that does not read cannot make the
+//! server buffer without bound: [`OutputFull`]), bytes
 //! received before a hang-up still reach the handler, and registration keys
 //! are slab index + generation, never pointers.
 //!
@@ -62,7 +64,7 @@ pub mod testing;
 pub use addr::{Addr, Listener};
 pub use conn::{Connection, Reader, Writer};
 pub use dialer::{Dialer, default_dialer, dial_tcp, dial_unix};
-pub use event_loop::{Balance, Builder, EventLoop, Stats};
+pub use event_loop::{Balance, Builder, EventLoop, OutputFull, Stats};
 pub use handler::{Dispatch, FnHandler, Handler, handler_fn};
 pub use timer::TimerHandle;
 pub use udp::{UdpEndpoint, UdpFnHandler, UdpHandler, UdpOut, udp_handler_fn};

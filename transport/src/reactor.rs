@@ -741,7 +741,11 @@ impl<H: Handler> Reactor<H> {
         let mut guard = slot.state.lock();
         let Some(state) = guard.as_mut() else { return };
         loop {
-            if inner.unread.load(Ordering::Acquire) == 0 || inner.flag(CLOSING | FINALIZED) {
+            // `OUT_FULL`: the peer is not reading what earlier rounds wrote;
+            // run no more rounds until it drains (`finish_output` resumes).
+            if inner.unread.load(Ordering::Acquire) == 0
+                || inner.flag(CLOSING | FINALIZED | OUT_FULL)
+            {
                 break;
             }
             let before = inner.consumed();
@@ -789,13 +793,21 @@ impl<H: Handler> Reactor<H> {
             self.close(slot, true, "closed");
             return;
         }
+        let unread = inner.unread.load(Ordering::Acquire);
         if flags & INPUT_EOF != 0 {
+            if flags & OUT_FULL != 0 && unread > 0 && matches!(self.shared.cfg.mode, Mode::Inline) {
+                // Requests sent before a half-close still get their answers:
+                // the rounds go on once the output drains.
+                return;
+            }
             // Everything read before the hang-up went through the handler.
             self.close(slot, true, "peer closed");
             return;
         }
-        // Stall tracking for the non-blocking read timeout.
-        if inner.unread.load(Ordering::Acquire) > 0 && flags & BLOCKING == 0 {
+        // Stall tracking for the non-blocking read timeout. Input waiting
+        // for the peer to read its output is not a stall (the write
+        // timeout covers that wait).
+        if unread > 0 && flags & (BLOCKING | OUT_FULL) == 0 {
             if inner.stall_since.load(Ordering::Relaxed) == 0 {
                 inner.stall_since.store(self.now.max(1), Ordering::Relaxed);
             }
@@ -821,7 +833,13 @@ impl<H: Handler> Reactor<H> {
         if old & RUNNING != 0 {
             return; // the pool handler reports back when it exits
         }
-        if graceful && old & LINGER == 0 {
+        if graceful && old & LINGER != 0 {
+            // Already lingering: the drain or the linger timer finalizes.
+            // (A later event — an `EPOLLOUT` edge also reports the peer's
+            // EOF — must not cut the pending output short.)
+            return;
+        }
+        if graceful {
             let pending = inner.output.lock().pending;
             if pending {
                 inner.set(LINGER);
@@ -894,7 +912,7 @@ impl<H: Handler> Reactor<H> {
             }
             out.pending = false;
             let _ = inner.send_locked(&mut out);
-            let below = out.buf.len() <= self.cfg().input_high_water;
+            let below = out.buf.len() <= self.cfg().output_high_water;
             if !out.pending || below {
                 inner.drained.notify_all();
             }
@@ -902,11 +920,16 @@ impl<H: Handler> Reactor<H> {
         };
         if below && inner.flag(OUT_FULL) {
             inner.clear(OUT_FULL);
-            if inner.clear(READ_DEFERRED) & READ_DEFERRED != 0 {
+            // Resume reading if a read was skipped, and the rounds if input
+            // waits (they stopped at the mark).
+            let deferred = inner.clear(READ_DEFERRED) & READ_DEFERRED != 0;
+            if deferred || inner.unread.load(Ordering::Acquire) > 0 {
                 self.read_and_dispatch(slot);
             }
         }
-        if !pending && inner.flag(LINGER) {
+        // Re-read `pending`: a round run above may have written more (and
+        // closed, lingering for it).
+        if !pending && inner.flag(LINGER) && !inner.output.lock().pending {
             self.finalize(slot, "closed after output drained");
         }
     }
