@@ -506,10 +506,11 @@ fn three_servers_behind_etcd_spread_fail_over_and_come_back() {
         idem_errors.is_empty(),
         "idempotent calls failed: {idem_errors:?}"
     );
-    // Only the non-idempotent calls in flight on the killed server when it
-    // died (one per thread at most) may fail.
+    // Only non-idempotent calls that were on the killed server as it died
+    // may fail: the one each thread had in flight, and at most one more
+    // each that reconnected into the dying listener before it closed.
     let other_errors = load_other.errors.into_inner().unwrap();
-    assert!(other_errors.len() <= 2, "{other_errors:?}");
+    assert!(other_errors.len() <= 4, "{other_errors:?}");
     for e in &other_errors {
         assert_eq!(e.code(), Code::Unavailable, "{e}");
     }

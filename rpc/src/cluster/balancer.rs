@@ -243,7 +243,7 @@ impl Balancer for ConsistentHash {
     }
 }
 
-/// FNV-1a over `bytes`, then [`mix64`]: a stable hash (the same in every
+/// FNV-1a over `bytes`, then a 64-bit finaliser mix: a stable hash (the same in every
 /// process and version), so that clients agree on where a key goes.
 pub fn hash_bytes(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xCBF2_9CE4_8422_2325;

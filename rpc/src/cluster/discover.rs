@@ -239,7 +239,7 @@ impl InstanceSet {
 
 /// A source of instances: a static list ([`StaticDiscover`]), DNS
 /// ([`DnsDiscover`](crate::cluster::DnsDiscover), feature `dns`), etcd
-/// ([`EtcdDiscover`](crate::cluster::EtcdDiscover), feature `etcd`), or
+/// (`EtcdDiscover`, feature `etcd`), or
 /// your own — keep an [`InstanceSet`] current and return it.
 ///
 /// ```
