@@ -11,7 +11,9 @@
 //! Requests are parsed with `httparse` straight from the connection's input
 //! node (copied once only when a head spans nodes). Every complete request
 //! of a read batch is answered in order into the output buffer, then one
-//! flush sends them all (pipelining). Keep-alive is the HTTP/1.1 default;
+//! flush sends them all (pipelining); a batch stops early once the unsent
+//! responses pass the transport's output high-water mark, and goes on when
+//! the client has read them. Keep-alive is the HTTP/1.1 default;
 //! `Connection: close` (or HTTP/1.0 without `keep-alive`) closes after the
 //! response. Bodies are framed by `Content-Length` (with
 //! `Expect: 100-continue` honoured); `Transfer-Encoding` gets 501. A
@@ -590,6 +592,11 @@ impl Handler for HttpHandler {
             write_response(&mut w, &head, &date, echo);
             if !head.keep_alive {
                 break End::Close;
+            }
+            if w.is_full() {
+                // Pipelined requests whose answers the peer does not read:
+                // the rest waits until it does (output high-water mark).
+                break End::Done;
             }
         };
         if w.unflushed_len() > 0 {

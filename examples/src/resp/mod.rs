@@ -4,7 +4,11 @@
 //! Each connection is served inline on its loop thread. A round parses
 //! every complete command in the input, executes it and writes its reply
 //! into the output buffer, then flushes once: a pipelined batch of any size
-//! costs one `sendmsg`. Commands that lie in the first input node run on
+//! costs one `sendmsg`. A round stops early once the unsent replies pass
+//! the transport's output high-water mark (a client that pipelines without
+//! reading its replies, e.g. many `GET`s of a large value): the rest of its
+//! input runs once the client has read, so such a client cannot make the
+//! server buffer without bound. Commands that lie in the first input node run on
 //! borrowed bytes and are consumed with one `skip` (no copy, no reference
 //! count); the others go through an incremental parser that consumes each
 //! element as it completes, so a large value is neither re-scanned nor
@@ -289,6 +293,12 @@ impl Handler for RespHandler {
                                 stop = Some(End::Quit);
                                 break;
                             }
+                            if w.is_full() {
+                                // The peer is not reading its answers: stop
+                                // here; the loop runs the rest once it does.
+                                stop = Some(End::Done);
+                                break;
+                            }
                         }
                         Fast::Empty(n) => off += n,
                         // Large commands go through the incremental parser,
@@ -315,6 +325,9 @@ impl Handler for RespHandler {
                 Step::Command(args) => {
                     if execute(&self.store, &args[..], &mut w) == Flow::Quit {
                         break End::Quit;
+                    }
+                    if w.is_full() {
+                        break End::Done;
                     }
                 }
                 Step::Empty => {}
