@@ -6,105 +6,14 @@
 //! allocation beyond the limits — and the engine's output must decode.
 //!
 //! Run: `cd rpc && cargo +nightly fuzz run decode` (or on stable with
-//! `RUSTC_BOOTSTRAP=1`); `fuzz/corpus/decode` holds seed frames.
+//! `RUSTC_BOOTSTRAP=1`); `fuzz/corpus/decode` holds the corpus, replayed
+//! (with `fuzz/regressions/decode`) by `tests/fuzz_corpus.rs` in `cargo test`.
+//! The check itself is `decode_input.rs`.
 #![no_main]
 
-use std::time::Instant;
+#[path = "decode_input.rs"]
+mod decode_input;
 
-use ferropoll_linkbuffer::LinkBuffer;
-use ferropoll_rpc::codec::{self, MessageType};
-use ferropoll_rpc::{Context, Limits, PeerAddr, Reply, ServerConn, ServerEngine, Service};
 use libfuzzer_sys::fuzz_target;
 
-/// Echoes a `BytesValue`-encoded payload; method 1 fails. (No panicking
-/// method: libFuzzer's panic hook aborts even on a panic that is caught.)
-struct Echo;
-
-impl Service for Echo {
-    fn name(&self) -> &'static str {
-        "echo.Echo"
-    }
-
-    fn methods(&self) -> &'static [&'static str] {
-        &["Echo", "Fail"]
-    }
-
-    fn call(&self, method: usize, ctx: &Context, request: LinkBuffer, reply: Reply<'_>) {
-        match method {
-            0 => reply.unary(ctx, request, |_, v: Vec<u8>| Ok(v)),
-            _ => reply.unary(ctx, request, |_, _: Vec<u8>| -> Result<Vec<u8>, _> {
-                Err(ferropoll_rpc::Status::not_found("failed on purpose"))
-            }),
-        }
-    }
-}
-
-fn limits() -> Limits {
-    Limits {
-        max_body_len: 1 << 16,
-        max_header_len: 1 << 12,
-        ..Limits::default()
-    }
-}
-
-fuzz_target!(|data: &[u8]| {
-    let Some((&split, bytes)) = data.split_first() else {
-        return;
-    };
-    let cut = usize::from(split) % (bytes.len() + 1);
-    let limits = limits();
-
-    // The decoder alone, fed in two reads.
-    let mut buf = LinkBuffer::new();
-    let mut failed = false;
-    for part in [&bytes[..cut], &bytes[cut..]] {
-        buf.write_binary(part);
-        buf.flush();
-        while !failed {
-            match codec::decode(&mut buf, &limits) {
-                Ok(Some(frame)) => {
-                    assert!(frame.payload.len() <= limits.max_body_len as usize);
-                    let _ = frame.message_type();
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = e.status();
-                    failed = true;
-                }
-            }
-        }
-        buf.release();
-    }
-
-    // The engine over the same bytes; its output must be well-formed.
-    let mut engine = ServerEngine::with_limits(limits);
-    engine.register(Echo).expect("one registration");
-    let conn = ServerConn::new(PeerAddr::unknown());
-    let (mut input, mut output, mut deferred) = (LinkBuffer::new(), LinkBuffer::new(), Vec::new());
-    for part in [&bytes[..cut], &bytes[cut..]] {
-        input.write_binary(part);
-        input.flush();
-        if engine
-            .process(
-                &conn,
-                &mut input,
-                &mut output,
-                &mut deferred,
-                Instant::now(),
-            )
-            .is_err()
-        {
-            break;
-        }
-        input.release();
-    }
-    output.flush();
-    while let Some(frame) =
-        codec::decode(&mut output, &Limits::default()).expect("engine output decodes")
-    {
-        assert!(matches!(
-            frame.message_type(),
-            Some(MessageType::Response | MessageType::Pong | MessageType::Error)
-        ));
-    }
-});
+fuzz_target!(|data: &[u8]| decode_input::run(data));
