@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ferropoll_examples::udp_load::{LoadConfig, check, fill, run};
-use ferropoll_transport::testing::wait_until;
+use ferropoll_transport::testing::{LeakCheck, wait_until};
 use ferropoll_transport::{EventLoop, handler_fn, udp_handler_fn};
 
 #[test]
@@ -22,6 +22,7 @@ fn load_payloads_check_their_own_bytes() {
 
 #[test]
 fn udp_load_against_an_in_process_echo_server() {
+    let leaks = LeakCheck::new();
     let lp = EventLoop::builder()
         .num_loops(1)
         .build(handler_fn(|_| Ok(())))
@@ -52,6 +53,8 @@ fn udp_load_against_an_in_process_echo_server() {
     // Every echo the load counted went through the server.
     assert!(lp.stats().datagrams_out >= report.total_replies);
     lp.shutdown(Duration::from_secs(5)).unwrap();
+    drop((lp, ep));
+    leaks.assert_clean();
 }
 
 #[test]
