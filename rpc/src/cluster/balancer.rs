@@ -57,6 +57,11 @@ fn next_available(endpoints: &dyn Endpoints, start: usize) -> Option<usize> {
 }
 
 /// Each available instance in turn (weights ignored). The default.
+///
+/// The turn counts over the *available* instances only, so that while one
+/// is out (ejected, breaker open) the others share its calls evenly —
+/// rather than the next in line taking all of them, as a counter over all
+/// instances that skips forward would do.
 #[derive(Debug, Default)]
 pub struct RoundRobin {
     next: AtomicUsize,
@@ -75,8 +80,17 @@ impl Balancer for RoundRobin {
         if n == 0 {
             return None;
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        next_available(endpoints, start)
+        let available = (0..n).filter(|&i| endpoints.is_available(i)).count();
+        if available == 0 {
+            return None;
+        }
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % available;
+        // Availability may change between the two passes: then any
+        // available one will do.
+        (0..n)
+            .filter(|&i| endpoints.is_available(i))
+            .nth(turn)
+            .or_else(|| next_available(endpoints, turn % n))
     }
 }
 
@@ -320,9 +334,12 @@ mod tests {
         assert_eq!(counts(&rr, &e, 300, |_| None), [100, 100, 100]);
         e.down[1] = true;
         let c = counts(&rr, &e, 300, |_| None);
-        assert_eq!(c[1], 0);
-        assert_eq!(c[0] + c[2], 300);
-        assert!(c[0] >= 100 && c[2] >= 100, "{c:?}");
+        assert_eq!(c, [150, 0, 150], "the others share the calls evenly");
+        e.down[1] = false;
+        e.down[0] = true;
+        let c = counts(&rr, &e, 300, |_| None);
+        assert_eq!(c, [0, 150, 150]);
+        e.down[0] = false;
         e.down = vec![true; 3];
         assert_eq!(rr.pick(&e, None), None);
         assert_eq!(rr.pick(&Fake::new(&[]), None), None);
