@@ -683,7 +683,7 @@ fn a_deferred_request_goes_out_even_if_the_woken_futures_never_run() {
     // The request goes out when the call starts, so on a busy machine its
     // answer may be in before the first poll: then try again with a new one.
     let mut attempts = 0;
-    let mut a = loop {
+    let a = loop {
         let mut a = Box::pin(echo.echo_async(&req("a")));
         if a.as_mut().poll(&mut cx).is_pending() {
             break a;
