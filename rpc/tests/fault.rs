@@ -233,3 +233,53 @@ fn a_server_restart_under_load_fails_in_flight_calls_fast_and_recovers() {
     drop(server);
     leaks.assert_clean();
 }
+
+#[test]
+fn large_calls_from_many_callers_do_not_wedge_both_output_marks() {
+    // Both sides' output backs up at once (the server's answers and the
+    // client's requests are each far above the 256 KiB marks): neither
+    // side may stop reading for good.
+    const MARK: usize = 256 << 10;
+    const CALLERS: usize = 32;
+    const PAYLOAD: usize = 1 << 20;
+    let leaks = LeakCheck::new();
+    let mut b = Server::builder().num_loops(1);
+    b.event_loop()
+        .input_high_water(MARK)
+        .output_high_water(MARK);
+    b.register(EchoServer::new(EchoImpl::default())).unwrap();
+    let server = b.build().unwrap();
+    let addr = server
+        .listen(Listener::bind_tcp("127.0.0.1:0").unwrap())
+        .unwrap()
+        .to_string();
+    let client = Client::connect(&addr, ClientOptions::default()).unwrap();
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let echo = EchoClient::new(client.clone());
+            thread::spawn(move || {
+                let payload = Bytes::from(vec![i as u8; PAYLOAD]);
+                let opts = CallOptions::new().with_timeout(Duration::from_secs(20));
+                for _ in 0..4 {
+                    let got = echo
+                        .echo_with(
+                            &EchoRequest {
+                                payload: payload.clone(),
+                            },
+                            &opts,
+                        )
+                        .map_err(|e| e.to_string())?;
+                    assert_eq!(got.payload, payload);
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for c in callers {
+        c.join().unwrap().unwrap();
+    }
+    drop(client);
+    server.shutdown(Duration::from_secs(5)).unwrap();
+    drop(server);
+    leaks.assert_clean();
+}

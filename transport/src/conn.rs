@@ -462,9 +462,6 @@ impl ConnInner {
                         inner: self.clone(),
                     }));
                 }
-                if blocked && out.buf.len() > self.lp.cfg.output_high_water {
-                    self.output_full(out)?;
-                }
                 if !blocked {
                     out.pending = false;
                     if flagged || self.flag(OUT_PENDING) {
@@ -829,17 +826,19 @@ impl Writer<'_> {
     }
 
     /// Back-pressure once output is pending: a writer faster than its peer
-    /// must not grow the output buffer without bound. Other threads wait
-    /// for room ([`OutputFull::Wait`]); the loop's own thread cannot wait,
-    /// so it stops reading and running rounds for this connection instead.
+    /// must not grow the output buffer without bound. The loop's own thread
+    /// cannot wait, so it stops reading and running rounds for this
+    /// connection instead (or fails, [`OutputFull::Fail`]). Other threads
+    /// wait for room (or fail) and leave reading alone: a client whose
+    /// requests back up must go on reading the answers that free the
+    /// server, or both sides would stop reading with full outputs.
     fn wait_room(&mut self) -> io::Result<()> {
         let hw = self.conn.lp.cfg.output_high_water;
         if self.out.buf.len() <= hw {
             return Ok(());
         }
-        self.conn.output_full(&mut self.out)?;
-        if self.conn.lp.is_current() {
-            return Ok(());
+        if self.conn.lp.is_current() || self.conn.lp.cfg.output_full == OutputFull::Fail {
+            return self.conn.output_full(&mut self.out);
         }
         let deadline = Instant::now()
             + self

@@ -78,12 +78,14 @@ impl Balance {
 /// does not read cannot make the server buffer without bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutputFull {
-    /// Writers wait (the default). The loop stops reading the connection
-    /// and stops running its inline handler until the peer has read the
-    /// output down to the mark; a [`flush`](crate::Writer::flush) from
-    /// another thread (a pool handler) blocks until then, up to the write
-    /// timeout (then the connection closes and the flush fails with
-    /// `TimedOut`). A handler that writes many responses in one
+    /// Writers wait (the default). When the loop thread's own writes (an
+    /// inline handler's answers) pass the mark, the loop stops reading the
+    /// connection and stops running its handler until the peer has read
+    /// the output down to the mark. A [`flush`](crate::Writer::flush) from
+    /// another thread (a pool handler, a client's caller) blocks until
+    /// then, up to the write timeout (then the connection closes and the
+    /// flush fails with `TimedOut`); reading goes on meanwhile, so a client
+    /// whose requests back up still reads the answers that free its server. A handler that writes many responses in one
     /// `on_request` call (pipelining) checks
     /// [`Writer::is_full`](crate::Writer::is_full) between them and returns,
     /// leaving the rest of its input for the next round.
@@ -293,8 +295,7 @@ impl Builder {
     }
     /// Unsent output per connection past which the peer counts as not
     /// keeping up (default 4 MiB; at least 1). What happens then is
-    /// [`Builder::output_full`]'s policy; either way the loop stops reading
-    /// that connection until its output drains back to the mark.
+    /// [`Builder::output_full`]'s policy.
     ///
     /// ```
     /// use ferropoll_transport::{EventLoop, OutputFull, handler_fn};
