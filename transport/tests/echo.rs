@@ -105,7 +105,7 @@ fn echo_over_unix_sockets_both_modes() {
         for &size in &[1usize, 5000, 1 << 20] {
             let data = payload(size, 9);
             let s = UnixStream::connect(&dir).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.set_read_timeout(Some(common::socket_timeout())).unwrap();
             assert!(
                 echo_through(s, &data) == data,
                 "{dispatch:?} unix echo of {size}"

@@ -38,7 +38,7 @@ fn ten_thousand_connect_close_cycles_leak_nothing() {
                     .dial_tcp(addr.as_tcp().unwrap(), Duration::from_secs(2))
                     .unwrap();
                 // Bounded: a lost wake-up fails the test instead of hanging it.
-                c.set_read_timeout(Some(Duration::from_secs(10)));
+                c.set_read_timeout(Some(common::socket_timeout()));
                 c.writer().write_binary(b"x");
                 c.flush().unwrap();
                 assert_eq!(c.reader().next(1).unwrap(), b"x");

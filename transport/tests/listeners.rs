@@ -58,7 +58,7 @@ fn one_event_loop_serves_tcp_unix_and_udp_at_once() {
     threads.push(std::thread::spawn(move || {
         for round in 0..50 {
             let s = UnixStream::connect(&path).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.set_read_timeout(Some(common::socket_timeout())).unwrap();
             let data = payload(100 + round * 37, 9);
             let back = echo_through(s, &data);
             assert!(back == data);
@@ -67,7 +67,7 @@ fn one_event_loop_serves_tcp_unix_and_udp_at_once() {
     let udp_addr = udp.local_addr();
     threads.push(std::thread::spawn(move || {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_read_timeout(Some(common::socket_timeout())).unwrap();
         let mut buf = [0u8; 4096];
         for round in 0..50 {
             let data = payload(100 + round * 37, 5);
@@ -158,7 +158,7 @@ fn reuse_port_udp_binds_one_socket_per_loop() {
     let target = eps[0].local_addr();
     for i in 0..16u8 {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_read_timeout(Some(common::socket_timeout())).unwrap();
         s.send_to(&[i], target).unwrap();
         let mut b = [0u8; 4];
         let (n, _) = s.recv_from(&mut b).unwrap();
