@@ -3,130 +3,13 @@
 //! (`linkbuffer/tests/fuzz_corpus.rs`). Both include the model
 //! (`tests/common/model.rs`) as the sibling module `model`.
 //!
-//! The bytes are decoded into operations by [`Input`], a copy of the
-//! subset of `arbitrary::Unstructured` (1.x) the decoder uses, byte for byte
-//! the same, so that the replay test needs no `arbitrary` dependency and the
-//! corpus means the same operations to both.
+//! The bytes are decoded into operations through `arbitrary::Unstructured`
+//! (the same crate libfuzzer-sys uses), so the corpus means the same
+//! operations to the fuzzer and to the replay test.
+
+use arbitrary::{Result, Unstructured as Input};
 
 use super::model::{Harness, Op};
-
-/// Decoding never fails: missing bytes read as zeros, as in `arbitrary`.
-type Result<T> = std::result::Result<T, std::convert::Infallible>;
-
-/// The fuzzer's bytes, consumed from the front.
-pub struct Input<'a> {
-    data: &'a [u8],
-}
-
-/// Integers `Input` can produce (`arbitrary`'s `Int`, for what is used).
-pub trait Int: Copy {
-    /// Width in bytes.
-    const BYTES: usize;
-    /// As `u64`.
-    fn to_u64(self) -> u64;
-    /// From `u64` (truncating).
-    fn from_u64(v: u64) -> Self;
-}
-
-macro_rules! int {
-    ($($t:ty),*) => {$(
-        impl Int for $t {
-            const BYTES: usize = std::mem::size_of::<$t>();
-            fn to_u64(self) -> u64 { self as u64 }
-            fn from_u64(v: u64) -> Self { v as $t }
-        }
-    )*};
-}
-int!(u8, u16, u32, u64, usize);
-
-/// Values `Input::arbitrary` can produce.
-pub trait FromInput: Sized {
-    /// Takes one value from the front of `u`.
-    fn take(u: &mut Input<'_>) -> Self;
-}
-
-impl<'a> Input<'a> {
-    /// Wraps the fuzzer's bytes.
-    pub fn new(data: &'a [u8]) -> Input<'a> {
-        Input { data }
-    }
-
-    /// Whether every byte has been consumed.
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
-    }
-
-    /// `arbitrary::Unstructured::int_in_range`: big-endian bytes, only as
-    /// many as the width of the range needs, reduced modulo its size.
-    pub fn int_in_range<T: Int>(&mut self, range: std::ops::RangeInclusive<T>) -> Result<T> {
-        let (start, end) = (range.start().to_u64(), range.end().to_u64());
-        if start == end {
-            return Ok(T::from_u64(start));
-        }
-        let delta = end.wrapping_sub(start) & mask::<T>();
-        let mut v: u64 = 0;
-        let mut used = 0;
-        while used < T::BYTES && (delta >> (used * 8)) > 0 {
-            let Some(&b) = self.data.get(used) else { break };
-            used += 1;
-            v = if T::BYTES == 1 {
-                u64::from(b)
-            } else {
-                (v << 8) | u64::from(b)
-            };
-        }
-        self.data = &self.data[used..];
-        let offset = if delta == mask::<T>() {
-            v
-        } else {
-            v % (delta + 1)
-        };
-        Ok(T::from_u64(start.wrapping_add(offset) & mask::<T>()))
-    }
-
-    /// `arbitrary::Arbitrary::arbitrary` for the types the decoder uses.
-    pub fn arbitrary<T: FromInput>(&mut self) -> Result<T> {
-        Ok(T::take(self))
-    }
-
-    /// Little-endian, zero-padded when the bytes run out (`fill_buffer`).
-    fn le<const N: usize>(&mut self) -> [u8; N] {
-        let mut buf = [0u8; N];
-        let n = N.min(self.data.len());
-        buf[..n].copy_from_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        buf
-    }
-}
-
-fn mask<T: Int>() -> u64 {
-    if T::BYTES >= 8 {
-        u64::MAX
-    } else {
-        (1u64 << (T::BYTES * 8)) - 1
-    }
-}
-
-impl FromInput for u8 {
-    fn take(u: &mut Input<'_>) -> Self {
-        u8::from_le_bytes(u.le::<1>())
-    }
-}
-impl FromInput for u16 {
-    fn take(u: &mut Input<'_>) -> Self {
-        u16::from_le_bytes(u.le::<2>())
-    }
-}
-impl FromInput for u32 {
-    fn take(u: &mut Input<'_>) -> Self {
-        u32::from_le_bytes(u.le::<4>())
-    }
-}
-impl FromInput for bool {
-    fn take(u: &mut Input<'_>) -> Self {
-        u8::take(u) & 1 == 1
-    }
-}
 
 /// Largest single write: small enough to keep executions fast.
 const MAX_LEN: usize = 64 << 10;
@@ -202,8 +85,9 @@ pub fn run(data: &[u8]) {
     let outstanding = ferropoll_mcache::stats().outstanding;
     let mut u = Input::new(data);
     let mut h = Harness::new(MAX_LEN);
-    loop {
-        let Ok(op) = op(&mut u);
+    // `Unstructured` pads missing bytes with zeros rather than failing, so
+    // every input decodes to at least one operation.
+    while let Ok(op) = op(&mut u) {
         h.apply(&op);
         if u.is_empty() {
             break;
