@@ -84,7 +84,8 @@ impl Default for ServerBuilder {
         let mut loops = EventLoop::builder();
         loops
             .name("ferropoll-rpc")
-            .read_timeout(Some(Duration::from_secs(30)));
+            .read_timeout(Some(Duration::from_secs(30)))
+            .write_timeout(Some(Duration::from_secs(30)));
         ServerBuilder {
             engine: ServerEngine::new(),
             loops,
@@ -113,6 +114,16 @@ impl ServerBuilder {
     #[must_use = "builder setters return the changed builder"]
     pub fn read_timeout(mut self, d: Option<Duration>) -> Self {
         self.loops.read_timeout(d);
+        self
+    }
+
+    /// How long a connection's answers may stay unsent (the client does not
+    /// read them) before the connection is closed; also bounds how long a
+    /// pool handler's reply waits for room under the output high-water mark
+    /// (default 30 s; `None`: forever).
+    #[must_use = "builder setters return the changed builder"]
+    pub fn write_timeout(mut self, d: Option<Duration>) -> Self {
+        self.loops.write_timeout(d);
         self
     }
 
