@@ -11,9 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::EchoImpl;
 use common::echo::{EchoClient, EchoRequest, EchoServer};
-use ferropoll_rpc::codec::{self, Header, MessageType, RequestHead};
+use ferropoll_rpc::codec::{self, Header, MessageType};
 use ferropoll_rpc::{
-    Client, ClientOptions, Code, Limits, LinkBuffer, Listener, Metadata, MetadataEntry, Server,
+    Client, ClientOptions, Code, Limits, LinkBuffer, Listener, MetadataEntry, Server,
 };
 use ferropoll_transport::testing::LeakCheck;
 use prost::Message;
@@ -58,26 +58,6 @@ fn header(seq: u64, kind: i32, service: &str, method: &str) -> Header {
 
 fn frame_of(h: &Header, payload: &[u8]) -> Vec<u8> {
     raw_frame(&h.encode_to_vec(), payload)
-}
-
-/// A well-formed echo request.
-fn good_request(seq: u64, payload: &[u8]) -> Vec<u8> {
-    let mut buf = LinkBuffer::new();
-    let md = Metadata::new();
-    let head = RequestHead {
-        seq,
-        service: "echo.Echo",
-        method: "Echo",
-        timeout: None,
-        metadata: &md,
-        oneway: false,
-    };
-    let req = EchoRequest {
-        payload: Bytes::copy_from_slice(payload),
-    };
-    codec::encode_request(&mut buf, &Limits::default(), &head, &req).unwrap();
-    buf.flush();
-    buf.next(buf.len()).unwrap().to_vec()
 }
 
 /// Reads until one whole frame decodes (bounded by a read timeout); returns
@@ -256,7 +236,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         (
             "truncated body",
             {
-                let f = good_request(9, b"cut short");
+                let f = common::echo_request_bytes(9, b"cut short");
                 f[..f.len() - 3].to_vec()
             },
             CloseSilently,
@@ -375,12 +355,14 @@ fn every_bad_input_gets_an_error_or_a_close_and_harms_no_one_else() {
                 assert_eq!(kind, Some(MessageType::Response), "{name}");
                 assert_eq!(seq, 5, "{name}");
                 assert_eq!(status, code.as_u32(), "{name}: {msg}");
-                s.write_all(&good_request(6, b"still here")).unwrap();
+                s.write_all(&common::echo_request_bytes(6, b"still here"))
+                    .unwrap();
                 let (kind, seq, status, _) = read_frame(&mut s).unwrap();
                 assert_eq!((kind, seq, status), (Some(MessageType::Response), 6, 0));
             }
             Expect::Ignored => {
-                s.write_all(&good_request(6, b"still here")).unwrap();
+                s.write_all(&common::echo_request_bytes(6, b"still here"))
+                    .unwrap();
                 let (kind, seq, status, msg) =
                     read_frame(&mut s).unwrap_or_else(|| panic!("{name}: closed"));
                 assert_eq!(

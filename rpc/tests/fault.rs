@@ -15,31 +15,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::EchoImpl;
 use common::echo::{EchoClient, EchoRequest, EchoServer};
-use ferropoll_rpc::codec::{self, MessageType, RequestHead};
+use ferropoll_rpc::codec::{self, MessageType};
 use ferropoll_rpc::{
     CallOptions, Client, ClientOptions, Code, Context, Dispatch, Limits, LinkBuffer, Listener,
-    Metadata, Reply, Server, Service,
+    Reply, Server, Service,
 };
 use ferropoll_transport::testing::{LeakCheck, wait_until};
-
-fn request_bytes(seq: u64, payload: &[u8]) -> Vec<u8> {
-    let mut buf = LinkBuffer::new();
-    let md = Metadata::new();
-    let head = RequestHead {
-        seq,
-        service: "echo.Echo",
-        method: "Echo",
-        timeout: None,
-        metadata: &md,
-        oneway: false,
-    };
-    let req = EchoRequest {
-        payload: Bytes::copy_from_slice(payload),
-    };
-    codec::encode_request(&mut buf, &Limits::default(), &head, &req).unwrap();
-    buf.flush();
-    buf.next(buf.len()).unwrap().to_vec()
-}
 
 #[test]
 fn a_client_that_never_reads_cannot_grow_the_server() {
@@ -59,7 +40,7 @@ fn a_client_that_never_reads_cannot_grow_the_server() {
         .to_string();
     let mut s = TcpStream::connect(&addr).unwrap();
     let frames: Vec<Vec<u8>> = (1..=CALLS as u64)
-        .map(|seq| request_bytes(seq, &vec![seq as u8; PAYLOAD]))
+        .map(|seq| common::echo_request_bytes(seq, &vec![seq as u8; PAYLOAD]))
         .collect();
     let total_in: usize = frames.iter().map(Vec::len).sum();
     let mut w = s.try_clone().unwrap();

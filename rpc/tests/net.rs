@@ -19,10 +19,10 @@ use bytes::Bytes;
 use common::echo::{EchoClient, EchoRequest, EchoServer};
 use common::kv::{self, KvClient, KvServer};
 use common::{EchoImpl, MemKv};
-use ferropoll_rpc::codec::{self, MessageType, RequestHead};
+use ferropoll_rpc::codec::{self, MessageType};
 use ferropoll_rpc::{
     CallOptions, Client, ClientOptions, Code, Context, Dispatch, Limits, LinkBuffer, Listener,
-    Metadata, Reply, Server, Service,
+    Reply, Server, Service,
 };
 use ferropoll_transport::testing::{LeakCheck, wait_until};
 
@@ -458,22 +458,6 @@ fn frames(bytes: &[u8]) -> Vec<codec::Frame> {
     out
 }
 
-fn request_bytes(seq: u64, payload: &[u8]) -> Vec<u8> {
-    let mut buf = LinkBuffer::new();
-    let md = Metadata::new();
-    let head = RequestHead {
-        seq,
-        service: "echo.Echo",
-        method: "Echo",
-        timeout: None,
-        metadata: &md,
-        oneway: false,
-    };
-    codec::encode_request(&mut buf, &Limits::default(), &head, &req(payload.to_vec())).unwrap();
-    buf.flush();
-    buf.next(buf.len()).unwrap().to_vec()
-}
-
 #[test]
 fn bad_frames_close_only_their_connection() {
     let leaks = LeakCheck::new();
@@ -510,7 +494,7 @@ fn bad_frames_close_only_their_connection() {
     // 3. A header that is not protobuf, after a good request on the same
     //    connection: the good one is answered first.
     let mut s = TcpStream::connect(&t.addr).unwrap();
-    let mut bytes = request_bytes(1, b"good");
+    let mut bytes = common::echo_request_bytes(1, b"good");
     bytes.extend_from_slice(&[0xFE, 0x50, 1, 0, 0, 0, 0, 3, 0, 0, 0, 3, 0xFF, 0xFF, 0xFF]);
     s.write_all(&bytes).unwrap();
     let back = frames(&read_to_close(&mut s));
@@ -522,7 +506,7 @@ fn bad_frames_close_only_their_connection() {
 
     // 4. Truncated: half a frame, then the peer hangs up.
     let mut s = TcpStream::connect(&t.addr).unwrap();
-    let bytes = request_bytes(2, b"truncated");
+    let bytes = common::echo_request_bytes(2, b"truncated");
     s.write_all(&bytes[..bytes.len() / 2]).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     assert!(read_to_close(&mut s).is_empty());
