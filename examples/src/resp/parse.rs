@@ -136,7 +136,12 @@ fn header(
             }
             return Err(err);
         }
+        // At most 19 digits, as `parse_i64` (the incremental parser) takes:
+        // without this, 20+ leading zeros would pass here and fail there.
         // 19 digits fit an i64; `checked_*` catches the rest.
+        if i - digits >= 19 {
+            return Err(err);
+        }
         v = v.checked_mul(10).ok_or(err)?;
         v = if neg {
             v.checked_sub(d as i64)
@@ -547,6 +552,21 @@ mod tests {
         assert_eq!(fast(&zeros).0, Fast::Error(InvalidMultibulkLength));
         assert_eq!(fast(b"*\r\n").0, Fast::Error(InvalidMultibulkLength));
         assert_eq!(fast(b"*-\r\n").0, Fast::Error(InvalidMultibulkLength));
+        // 19 digits (leading zeros included) at most, as the incremental
+        // parser: 20 zeros are refused by both (a fuzz finding).
+        assert_eq!(fast(b"*-0000000000000000000\r\n").0, Fast::Empty(23));
+        assert_eq!(
+            fast(b"*-00000000000000000000\r\n").0,
+            Fast::Error(InvalidMultibulkLength)
+        );
+        assert_eq!(
+            slow_all(&[b"*-00000000000000000000\r\n"], &Limits::default()),
+            Err(InvalidMultibulkLength)
+        );
+        assert_eq!(
+            fast(b"*1\r\n$00000000000000000001\r\na\r\n").0,
+            Fast::Error(InvalidBulkLength)
+        );
         let mut long = vec![b'a'; 70_000];
         assert_eq!(fast(&long).0, Fast::Error(TooBigInline));
         long[1000] = b'\n';
