@@ -31,6 +31,7 @@ pub struct Limits {
     /// Largest bulk string (default 512 MiB, Redis's `proto-max-bulk-len`).
     pub max_bulk_len: usize,
     /// Most arguments of one multibulk command (default 1,048,576, as Redis).
+    /// Inline commands are bounded by `max_inline_len` instead.
     pub max_multibulk_len: usize,
     /// Longest inline command line (default 64 KiB, Redis's
     /// `PROTO_INLINE_MAX_SIZE`).
