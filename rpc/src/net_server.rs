@@ -392,14 +392,19 @@ impl Handler for RpcHandler {
         let now = Instant::now();
         let mut reader = conn.reader();
         let mut writer = conn.writer();
-        let result = engine.process(
+        // Stop at the output high-water mark: what is left of the input is
+        // answered in a later round, once the peer has read the output
+        // down to the mark (the transport runs the rounds again then).
+        let mark = writer.output_high_water();
+        let result = engine.process_bounded(
             &state.conn,
             &mut reader,
             &mut writer,
             &mut state.deferred,
             now,
+            mark,
         );
-        if result.is_ok() {
+        if matches!(result, Ok(ref p) if !p.output_full) {
             announce_partial_frame(&mut reader, engine.limits());
         }
         drop(reader);

@@ -166,6 +166,10 @@ pub struct Progress {
     pub responses: usize,
     /// Calls handed back as [`DeferredCall`]s.
     pub deferred: usize,
+    /// [`process_bounded`](ServerEngine::process_bounded) stopped before
+    /// the end of the input because the output passed its limit; the
+    /// frames left are answered by a later call.
+    pub output_full: bool,
 }
 
 /// A decoded call of a pool-dispatched method, for the glue to run on a
@@ -453,8 +457,36 @@ impl ServerEngine {
         deferred: &mut Vec<DeferredCall>,
         received_at: Instant,
     ) -> Result<Progress, ProtocolError> {
+        self.process_bounded(conn, input, output, deferred, received_at, usize::MAX)
+    }
+
+    /// [`process`](Self::process), stopping early once `output` holds more
+    /// than `output_limit` bytes (`len()` plus `unflushed_len()`, what the
+    /// transport's `Writer::is_full` measures against its output
+    /// high-water mark): then [`Progress::output_full`] is set and the
+    /// frames after the last one answered stay in `input`. A peer that
+    /// pipelines small requests for large responses and reads slowly so
+    /// costs the server at most the limit plus one response, not a whole
+    /// read's worth of responses. At least one frame is handled per call.
+    ///
+    /// # Errors
+    ///
+    /// As [`process`](Self::process).
+    pub fn process_bounded(
+        &self,
+        conn: &ServerConn,
+        input: &mut LinkBuffer,
+        output: &mut LinkBuffer,
+        deferred: &mut Vec<DeferredCall>,
+        received_at: Instant,
+        output_limit: usize,
+    ) -> Result<Progress, ProtocolError> {
         let mut progress = Progress::default();
         loop {
+            if progress.frames > 0 && output.len() + output.unflushed_len() > output_limit {
+                progress.output_full = true;
+                return Ok(progress);
+            }
             let frame = match codec::decode(input, &self.limits) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(progress),

@@ -190,6 +190,75 @@ fn pipelined_requests_are_answered_in_order_in_one_batch() {
 }
 
 #[test]
+fn process_bounded_stops_at_the_output_limit_and_resumes() {
+    // 50 pipelined requests of 1 KiB; an output limit of 4 KiB: each call
+    // answers frames until the output passes the limit (at least one),
+    // leaves the rest in the input, and the next call goes on in order.
+    let engine = engine_with(Arc::default(), Dispatch::Inline);
+    let conn = ServerConn::new(PeerAddr::unknown());
+    let (mut input, mut output) = (LinkBuffer::new(), LinkBuffer::new());
+    let md = Metadata::new();
+    for seq in 1..=50u64 {
+        let head = RequestHead {
+            seq,
+            service: "echo.Echo",
+            method: "Echo",
+            timeout: None,
+            metadata: &md,
+            oneway: false,
+        };
+        codec::encode_request(
+            &mut input,
+            engine.limits(),
+            &head,
+            &echo_req(&[seq as u8; 1024]),
+        )
+        .unwrap();
+    }
+    input.flush();
+    const LIMIT: usize = 4 << 10;
+    let (mut next, mut rounds) = (1u64, 0);
+    while !input.is_empty() {
+        rounds += 1;
+        assert!(rounds <= 50, "no progress");
+        let progress = engine
+            .process_bounded(
+                &conn,
+                &mut input,
+                &mut output,
+                &mut Vec::new(),
+                Instant::now(),
+                LIMIT,
+            )
+            .unwrap();
+        assert!(progress.frames >= 1);
+        // Stopped by the limit (holding more than it, by less than one
+        // response), or at the end of the input.
+        let held = output.unflushed_len();
+        if progress.output_full {
+            assert!(held > LIMIT && held < LIMIT + 1100, "held {held}");
+            assert!(!input.is_empty());
+        } else {
+            assert!(input.is_empty());
+        }
+        // The peer reads everything: the output drains.
+        output.flush();
+        while let Some(f) = codec::decode(&mut output, engine.limits()).unwrap() {
+            assert_eq!(f.header.seq, next);
+            let resp = EchoResponse::decode(f.payload).unwrap();
+            assert_eq!(&resp.payload[..], &[next as u8; 1024][..]);
+            next += 1;
+        }
+        output.release();
+    }
+    assert_eq!(next, 51, "every request answered once, in order");
+    assert!(
+        rounds >= 10,
+        "only {rounds} rounds: the limit was not applied"
+    );
+}
+
+#[test]
 fn unknown_service_and_method_are_unimplemented() {
     let mut p = Pair::new(engine_with(Arc::default(), Dispatch::Inline));
     let opts = CallOptions::DEFAULT;

@@ -95,6 +95,96 @@ fn a_client_that_never_reads_cannot_grow_the_server() {
     leaks.assert_clean();
 }
 
+/// `test.Big/Get(n)`: answers `n` bytes, inline; counts the calls it ran.
+struct Big(Arc<AtomicUsize>);
+
+impl Service for Big {
+    fn name(&self) -> &'static str {
+        "test.Big"
+    }
+    fn methods(&self) -> &'static [&'static str] {
+        &["Get"]
+    }
+    fn dispatch(&self, _method: usize) -> Dispatch {
+        Dispatch::Inline
+    }
+    fn call(&self, _method: usize, ctx: &Context, request: LinkBuffer, reply: Reply<'_>) {
+        reply.unary(ctx, request, |_ctx, n: u64| {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(Bytes::from(vec![7u8; n as usize]))
+        })
+    }
+}
+
+#[test]
+fn small_requests_for_large_responses_stop_at_the_output_mark() {
+    // 1,000 pipelined requests of ~20 bytes, each asking for 64 KiB (64 MiB
+    // of answers), from a client that does not read yet. The requests fit
+    // one read; the server answers until its output passes the mark and
+    // leaves the rest unanswered until the client reads, instead of
+    // encoding all 64 MiB in one round.
+    const MARK: usize = 256 << 10;
+    const RESPONSE: u64 = 64 << 10;
+    const CALLS: usize = 1000;
+    let leaks = LeakCheck::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let mut b = Server::builder().num_loops(1);
+    b.event_loop().output_high_water(MARK);
+    b.register(Big(ran.clone())).unwrap();
+    let server = b.build().unwrap();
+    let addr = server
+        .listen(Listener::bind_tcp("127.0.0.1:0").unwrap())
+        .unwrap()
+        .to_string();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let requests: Vec<u8> = (1..=CALLS as u64)
+        .flat_map(|seq| common::request_bytes(seq, "test.Big", "Get", &RESPONSE))
+        .collect();
+    s.write_all(&requests).unwrap();
+    // Wait until the server has read every request and stopped answering.
+    let mut last = usize::MAX;
+    let mut same = 0;
+    assert!(wait_until(Duration::from_secs(20), || {
+        let now = ran.load(Ordering::Relaxed);
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+        thread::sleep(Duration::from_millis(20));
+        same >= 10 && server.stats().bytes_in as usize == requests.len()
+    }));
+    // What the kernel's socket buffers took (a few MiB on loopback) plus
+    // the mark and one response: far below all 1,000 answers.
+    let answered = ran.load(Ordering::Relaxed);
+    assert!(answered >= 1);
+    assert!(
+        answered < CALLS / 4,
+        "{answered} of {CALLS} calls answered before the client read"
+    );
+    // Now read: every response arrives, in order.
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = LinkBuffer::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut got = 0;
+    while got < CALLS {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed after {got} responses");
+        buf.write_binary(&chunk[..n]);
+        buf.flush();
+        while let Some(f) = codec::decode(&mut buf, &Limits::default()).unwrap() {
+            assert_eq!(f.message_type(), Some(MessageType::Response));
+            assert_eq!(f.header.status_code, 0);
+            got += 1;
+            assert_eq!(f.header.seq, got as u64);
+            assert_eq!(f.payload.len() as u64, RESPONSE + 4);
+        }
+        buf.release();
+    }
+    assert_eq!(ran.load(Ordering::Relaxed), CALLS);
+    drop((s, buf));
+    server.shutdown(Duration::from_secs(5)).unwrap();
+    drop(server);
+    leaks.assert_clean();
+}
+
 /// `test.Slow/Sleep(ms)`: sleeps on a pool worker, answers `ms`.
 struct Slow;
 

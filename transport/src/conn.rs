@@ -825,6 +825,16 @@ impl Writer<'_> {
         self.out.buf.len() + self.out.buf.unflushed_len() > self.conn.lp.cfg.output_high_water
     }
 
+    /// The output high-water mark this connection's loop was built with
+    /// ([`Builder::output_high_water`](crate::Builder::output_high_water)):
+    /// [`is_full`](Self::is_full) holds once the output buffer's `len()`
+    /// plus `unflushed_len()` passes it. For code that writes into the
+    /// buffer through `&mut LinkBuffer` (a sans-IO engine) and checks the
+    /// same bound itself.
+    pub fn output_high_water(&self) -> usize {
+        self.conn.lp.cfg.output_high_water
+    }
+
     /// Back-pressure once output is pending: a writer faster than its peer
     /// must not grow the output buffer without bound. The loop's own thread
     /// cannot wait, so it stops reading and running rounds for this

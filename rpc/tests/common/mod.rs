@@ -105,22 +105,27 @@ impl kv::Kv for MemKv {
 /// The wire bytes of one well-formed `echo.Echo/Echo` request frame, for
 /// tests that write raw bytes to a server socket.
 pub fn echo_request_bytes(seq: u64, payload: &[u8]) -> Vec<u8> {
+    let req = echo::EchoRequest {
+        payload: Bytes::copy_from_slice(payload),
+    };
+    request_bytes(seq, "echo.Echo", "Echo", &req)
+}
+
+/// The wire bytes of one well-formed request frame of `service/method`.
+pub fn request_bytes(seq: u64, service: &str, method: &str, req: &impl prost::Message) -> Vec<u8> {
     use ferropoll_rpc::codec::{self, RequestHead};
     use ferropoll_rpc::{Limits, LinkBuffer, Metadata};
     let mut buf = LinkBuffer::new();
     let md = Metadata::new();
     let head = RequestHead {
         seq,
-        service: "echo.Echo",
-        method: "Echo",
+        service,
+        method,
         timeout: None,
         metadata: &md,
         oneway: false,
     };
-    let req = echo::EchoRequest {
-        payload: Bytes::copy_from_slice(payload),
-    };
-    codec::encode_request(&mut buf, &Limits::default(), &head, &req).unwrap();
+    codec::encode_request(&mut buf, &Limits::default(), &head, req).unwrap();
     buf.flush();
     buf.next(buf.len()).unwrap().to_vec()
 }
