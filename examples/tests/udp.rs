@@ -50,8 +50,16 @@ fn udp_load_against_an_in_process_echo_server() {
     assert_eq!(report.errors, 0);
     assert!(report.replies > 0);
     assert!(report.total_replies <= report.total_sent);
-    // Every echo the load counted went through the server.
-    assert!(lp.stats().datagrams_out >= report.total_replies);
+    // Every echo the load counted went through the server. The loop counts
+    // a send after `sendmmsg` returns, so the client may see a reply
+    // before the count moves: wait (bounded) for it to catch up.
+    assert!(
+        wait_until(Duration::from_secs(5), || lp.stats().datagrams_out
+            >= report.total_replies),
+        "server sent {} datagrams, the load got {} replies",
+        lp.stats().datagrams_out,
+        report.total_replies
+    );
     lp.shutdown(Duration::from_secs(5)).unwrap();
     drop((lp, ep));
     leaks.assert_clean();

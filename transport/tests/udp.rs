@@ -106,7 +106,9 @@ fn echo_many_peers_with_sizes_from_0_to_65507() {
     let expected = 16 * sizes.len() as u64;
     assert!(wait_until(Duration::from_secs(5), || {
         let st = lp.stats();
-        st.datagrams_in >= expected && st.datagrams_out == st.datagrams_in
+        st.datagrams_in >= expected
+            && st.datagrams_out == st.datagrams_in
+            && st.bytes_out == st.bytes_in
     }));
     let st = lp.stats();
     eprintln!(
