@@ -23,8 +23,8 @@
 # so that glibc's malloc gives freed memory back to the system at once. The
 # RESP store's data set is allocated and freed (FLUSHALL) every round; with
 # glibc's default threshold the freed pages are partly kept and the RSS
-# wanders in a band (6-15 MiB here) that hides a real leak as well as it
-# shows one. GLIBC_TRIM=0 measures with glibc's defaults.
+# wanders in a band (6-15 MiB here) in which a real leak would be hard to
+# see. GLIBC_TRIM=0 measures with glibc's defaults.
 #
 # Usage: DURATION=600 examples/bench/soak.sh   (CARGO_TARGET_DIR is honoured)
 set -euo pipefail
