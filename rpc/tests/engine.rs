@@ -44,6 +44,28 @@ fn echo_req(payload: &[u8]) -> EchoRequest {
     }
 }
 
+/// Encodes `n` pipelined `echo.Echo/Echo` requests (sequence ids 1..=n,
+/// payload `payload(seq)`) into `input`, unflushed.
+fn encode_echo_requests(
+    input: &mut LinkBuffer,
+    engine: &ServerEngine,
+    n: u64,
+    payload: impl Fn(u64) -> Vec<u8>,
+) {
+    let md = Metadata::new();
+    for seq in 1..=n {
+        let head = RequestHead {
+            seq,
+            service: "echo.Echo",
+            method: "Echo",
+            timeout: None,
+            metadata: &md,
+            oneway: false,
+        };
+        codec::encode_request(input, engine.limits(), &head, &echo_req(&payload(seq))).unwrap();
+    }
+}
+
 /// One client session and one server connection joined by two buffers.
 struct Pair {
     engine: ServerEngine,
@@ -140,24 +162,7 @@ fn pipelined_requests_are_answered_in_order_in_one_batch() {
     let engine = engine_with(Arc::default(), Dispatch::Inline);
     let conn = ServerConn::new(PeerAddr::unknown());
     let (mut input, mut output) = (LinkBuffer::new(), LinkBuffer::new());
-    let md = Metadata::new();
-    for seq in 1..=200u64 {
-        let head = RequestHead {
-            seq,
-            service: "echo.Echo",
-            method: "Echo",
-            timeout: None,
-            metadata: &md,
-            oneway: false,
-        };
-        codec::encode_request(
-            &mut input,
-            engine.limits(),
-            &head,
-            &echo_req(&seq.to_le_bytes()),
-        )
-        .unwrap();
-    }
+    encode_echo_requests(&mut input, &engine, 200, |seq| seq.to_le_bytes().to_vec());
     input.flush();
     let progress = engine
         .process(
@@ -197,24 +202,7 @@ fn process_bounded_stops_at_the_output_limit_and_resumes() {
     let engine = engine_with(Arc::default(), Dispatch::Inline);
     let conn = ServerConn::new(PeerAddr::unknown());
     let (mut input, mut output) = (LinkBuffer::new(), LinkBuffer::new());
-    let md = Metadata::new();
-    for seq in 1..=50u64 {
-        let head = RequestHead {
-            seq,
-            service: "echo.Echo",
-            method: "Echo",
-            timeout: None,
-            metadata: &md,
-            oneway: false,
-        };
-        codec::encode_request(
-            &mut input,
-            engine.limits(),
-            &head,
-            &echo_req(&[seq as u8; 1024]),
-        )
-        .unwrap();
-    }
+    encode_echo_requests(&mut input, &engine, 50, |seq| vec![seq as u8; 1024]);
     input.flush();
     const LIMIT: usize = 4 << 10;
     let (mut next, mut rounds) = (1u64, 0);

@@ -22,6 +22,29 @@ use ferropoll_rpc::{
 };
 use ferropoll_transport::testing::{LeakCheck, wait_until};
 
+/// Reads `calls` successful responses from `s`, checking that they come in
+/// sequence order (1, 2, ...) and passing each to `check`.
+fn read_ok_responses(s: &mut TcpStream, calls: usize, mut check: impl FnMut(&codec::Frame)) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = LinkBuffer::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut got = 0;
+    while got < calls {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed after {got} responses");
+        buf.write_binary(&chunk[..n]);
+        buf.flush();
+        while let Some(f) = codec::decode(&mut buf, &Limits::default()).unwrap() {
+            assert_eq!(f.message_type(), Some(MessageType::Response));
+            assert_eq!(f.header.status_code, 0);
+            got += 1;
+            assert_eq!(f.header.seq, got as u64);
+            check(&f);
+        }
+        buf.release();
+    }
+}
+
 #[test]
 fn a_client_that_never_reads_cannot_grow_the_server() {
     const MARK: usize = 256 << 10;
@@ -72,24 +95,9 @@ fn a_client_that_never_reads_cannot_grow_the_server() {
         "server holds {held} bytes (marks {MARK})"
     );
     // Now read: every response arrives.
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = LinkBuffer::new();
-    let mut chunk = vec![0u8; 64 << 10];
-    let mut answered = 0;
-    while answered < CALLS {
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "closed after {answered} responses");
-        buf.write_binary(&chunk[..n]);
-        buf.flush();
-        while let Some(f) = codec::decode(&mut buf, &Limits::default()).unwrap() {
-            assert_eq!(f.message_type(), Some(MessageType::Response));
-            assert_eq!(f.header.status_code, 0);
-            answered += 1;
-            assert_eq!(f.header.seq, answered as u64);
-        }
-    }
+    read_ok_responses(&mut s, CALLS, |_| {});
     writer.join().unwrap();
-    drop((s, buf));
+    drop(s);
     server.shutdown(Duration::from_secs(5)).unwrap();
     drop(server);
     leaks.assert_clean();
@@ -160,26 +168,11 @@ fn small_requests_for_large_responses_stop_at_the_output_mark() {
         "{answered} of {CALLS} calls answered before the client read"
     );
     // Now read: every response arrives, in order.
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = LinkBuffer::new();
-    let mut chunk = vec![0u8; 64 << 10];
-    let mut got = 0;
-    while got < CALLS {
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "closed after {got} responses");
-        buf.write_binary(&chunk[..n]);
-        buf.flush();
-        while let Some(f) = codec::decode(&mut buf, &Limits::default()).unwrap() {
-            assert_eq!(f.message_type(), Some(MessageType::Response));
-            assert_eq!(f.header.status_code, 0);
-            got += 1;
-            assert_eq!(f.header.seq, got as u64);
-            assert_eq!(f.payload.len() as u64, RESPONSE + 4);
-        }
-        buf.release();
-    }
+    read_ok_responses(&mut s, CALLS, |f| {
+        assert_eq!(f.payload.len() as u64, RESPONSE + 4)
+    });
     assert_eq!(ran.load(Ordering::Relaxed), CALLS);
-    drop((s, buf));
+    drop(s);
     server.shutdown(Duration::from_secs(5)).unwrap();
     drop(server);
     leaks.assert_clean();
