@@ -11,10 +11,10 @@ use bytes::Bytes;
 use common::echo::{EchoRequest, EchoResponse, EchoServer};
 use common::kv::{self, KvServer};
 use common::{EchoImpl, MemKv};
-use ferropoll_rpc::codec::{self, MessageType, RequestHead};
+use ferropoll_rpc::codec::{self, MessageType};
 use ferropoll_rpc::{
-    CallOptions, ClientOptions, ClientSession, Code, Dispatch, LinkBuffer, Metadata, PeerAddr,
-    ProtocolError, RegisterError, ServerConn, ServerEngine, Status,
+    CallOptions, ClientOptions, ClientSession, Code, Dispatch, LinkBuffer, PeerAddr, ProtocolError,
+    RegisterError, ServerConn, ServerEngine, Status,
 };
 use prost::Message;
 
@@ -44,25 +44,11 @@ fn echo_req(payload: &[u8]) -> EchoRequest {
     }
 }
 
-/// Encodes `n` pipelined `echo.Echo/Echo` requests (sequence ids 1..=n,
+/// Writes `n` pipelined `echo.Echo/Echo` requests (sequence ids 1..=n,
 /// payload `payload(seq)`) into `input`, unflushed.
-fn encode_echo_requests(
-    input: &mut LinkBuffer,
-    engine: &ServerEngine,
-    n: u64,
-    payload: impl Fn(u64) -> Vec<u8>,
-) {
-    let md = Metadata::new();
+fn encode_echo_requests(input: &mut LinkBuffer, n: u64, payload: impl Fn(u64) -> Vec<u8>) {
     for seq in 1..=n {
-        let head = RequestHead {
-            seq,
-            service: "echo.Echo",
-            method: "Echo",
-            timeout: None,
-            metadata: &md,
-            oneway: false,
-        };
-        codec::encode_request(input, engine.limits(), &head, &echo_req(&payload(seq))).unwrap();
+        input.write_binary(&common::echo_request_bytes(seq, &payload(seq)));
     }
 }
 
@@ -162,7 +148,7 @@ fn pipelined_requests_are_answered_in_order_in_one_batch() {
     let engine = engine_with(Arc::default(), Dispatch::Inline);
     let conn = ServerConn::new(PeerAddr::unknown());
     let (mut input, mut output) = (LinkBuffer::new(), LinkBuffer::new());
-    encode_echo_requests(&mut input, &engine, 200, |seq| seq.to_le_bytes().to_vec());
+    encode_echo_requests(&mut input, 200, |seq| seq.to_le_bytes().to_vec());
     input.flush();
     let progress = engine
         .process(
@@ -202,7 +188,7 @@ fn process_bounded_stops_at_the_output_limit_and_resumes() {
     let engine = engine_with(Arc::default(), Dispatch::Inline);
     let conn = ServerConn::new(PeerAddr::unknown());
     let (mut input, mut output) = (LinkBuffer::new(), LinkBuffer::new());
-    encode_echo_requests(&mut input, &engine, 50, |seq| vec![seq as u8; 1024]);
+    encode_echo_requests(&mut input, 50, |seq| vec![seq as u8; 1024]);
     input.flush();
     const LIMIT: usize = 4 << 10;
     let (mut next, mut rounds) = (1u64, 0);
