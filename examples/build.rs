@@ -1,29 +1,10 @@
-//! Generates the example services from the `.proto` files shipped with
-//! `ferropoll-proto`:
-//!
-//! * echo and kv for ferropoll-rpc (`src/pb.rs` includes them);
-//! * echo for tonic, the baseline of `rpc-bench` (`src/rpc_tonic.rs`), into
-//!   `$OUT_DIR/tonic/` — parsed by `protox`, so no system `protoc` is needed.
-
-use std::path::PathBuf;
+//! Generates the example services (echo and kv, included by `src/pb.rs`) from
+//! the `.proto` files shipped with `ferropoll-proto`; no system `protoc` is
+//! needed. (tonic's echo, the baseline, is generated in `baselines/`.)
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = ferropoll_proto::protos_dir();
     ferropoll_proto::Builder::new()
         .compile(&[dir.join("echo.proto"), dir.join("kv.proto")], &[&dir])?;
-
-    let out = PathBuf::from(std::env::var("OUT_DIR")?).join("tonic");
-    std::fs::create_dir_all(&out)?;
-    let fds = protox::compile([dir.join("echo.proto")], [&dir])?;
-    tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
-        .bytes(".")
-        .out_dir(&out)
-        .compile_fds(fds)?;
-    println!(
-        "cargo:rerun-if-changed={}",
-        dir.join("echo.proto").display()
-    );
     Ok(())
 }

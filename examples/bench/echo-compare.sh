@@ -25,7 +25,8 @@ IDLE=${IDLE:-10000}
 EPOLL_ECHO_C=${EPOLL_ECHO_C:-/work/shared/bench/epoll_echo.c}
 WORKLOADS=${WORKLOADS:-"1024x50 1024x1000 64x100"}
 TARGET=${CARGO_TARGET_DIR:-target}
-cargo build --release -q -p ferropoll-examples --bin echo-server --bin echo-bench --bin tokio-echo
+cargo build --release -q -p ferropoll-examples --bin echo-server --bin echo-bench
+cargo build --release -q -p ferropoll-baselines --bin tokio-echo
 BIN="$TARGET/release"
 bench_init
 

@@ -25,7 +25,8 @@ LUA=examples/bench/pipeline.lua
 
 need_tool wrk wrk
 bench_init
-cargo build --release -q -p ferropoll-examples --bin http-server --bin hyper-hello
+cargo build --release -q -p ferropoll-examples --bin http-server
+cargo build --release -q -p ferropoll-baselines --bin hyper-hello
 BIN="$TARGET/release"
 
 port_of() { case $1 in ferropoll) echo $FERRO_PORT ;; hyper) echo $HYPER_PORT ;; esac; }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Unary RPC comparison: ferropoll (rpc-server, one event loop) against tonic
 # (tonic-echo, one current-thread tokio runtime), echo of SIZE-byte payloads
-# with CONC calls in flight, each driven by its own client from rpc-bench
-# (one thread, one connection). Contenders alternate (A B A B ...), medians
+# with CONC calls in flight, each driven by its own client through the same
+# load driver (rpc-bench / tonic-bench: one thread, one connection). Contenders alternate (A B A B ...), medians
 # are reported.
 #
 # Server pinned to CPU 0, load pinned to CPU 1. Server CPU per call =
@@ -24,7 +24,8 @@ WARMUP=${WARMUP:-1}
 SIZES=${SIZES:-"128 4096"}
 CONCS=${CONCS:-"1 50 500"}
 TARGET=${CARGO_TARGET_DIR:-target}
-cargo build --release -q -p ferropoll-examples --bin rpc-server --bin tonic-echo --bin rpc-bench
+cargo build --release -q -p ferropoll-examples --bin rpc-server --bin rpc-bench
+cargo build --release -q -p ferropoll-baselines --bin tonic-echo --bin tonic-bench
 BIN="$TARGET/release"
 bench_init
 
@@ -48,10 +49,10 @@ for size in $SIZES; do
         for round in $(seq 1 "$ROUNDS"); do
             for name in ferropoll tonic; do
                 start_server "$name"
-                flag=""
-                [ "$name" = tonic ] && flag="--tonic"
+                client=rpc-bench
+                [ "$name" = tonic ] && client=tonic-bench
                 t0=$(cpu_ticks "$SERVER_PID")
-                line=$(taskset -c 1 "$BIN/rpc-bench" $flag --addr "127.0.0.1:$(port_of "$name")" \
+                line=$(taskset -c 1 "$BIN/$client" --addr "127.0.0.1:$(port_of "$name")" \
                     --concurrency "$conc" --size "$size" --secs "$SECS" --warmup "$WARMUP" 2>"$WORK/bench.log" | tail -n 1)
                 t1=$(cpu_ticks "$SERVER_PID")
                 stop_server

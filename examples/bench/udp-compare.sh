@@ -39,7 +39,8 @@ WINDOW=${WINDOW:-16}
 AWAKE=${AWAKE:-1}
 TARGET=${CARGO_TARGET_DIR:-target}
 
-cargo build --release -q -p ferropoll-examples --bin udp-echo-server --bin udp-bench --bin tokio-udp-echo
+cargo build --release -q -p ferropoll-examples --bin udp-echo-server --bin udp-bench
+cargo build --release -q -p ferropoll-baselines --bin tokio-udp-echo
 BIN="$TARGET/release"
 bench_init
 SPINNER=""

@@ -6,5 +6,4 @@ pub mod http;
 pub mod pb;
 pub mod resp;
 pub mod rpc_load;
-pub mod rpc_tonic;
 pub mod udp_load;

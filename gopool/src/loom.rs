@@ -126,7 +126,7 @@ mod real {
         pub(crate) fn spin(&mut self) -> bool {
             let started = *self.started.get_or_insert_with(Instant::now);
             self.rounds += 1;
-            if self.rounds % 8 == 0 && started.elapsed() >= SPIN_FOR {
+            if self.rounds.is_multiple_of(8) && started.elapsed() >= SPIN_FOR {
                 return false;
             }
             // Look at the shared state word only every few pauses, so the

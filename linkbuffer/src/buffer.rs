@@ -785,11 +785,12 @@ impl LinkBuffer {
     #[inline]
     pub(crate) fn write_byte(&mut self, b: u8) {
         self.booked = 0;
-        if let Some(t) = self.slots.back_mut() {
-            if t.limit() <= LARGE_NODE && t.push_byte(b) {
-                self.total += 1;
-                return;
-            }
+        if let Some(t) = self.slots.back_mut()
+            && t.limit() <= LARGE_NODE
+            && t.push_byte(b)
+        {
+            self.total += 1;
+            return;
         }
         self.write_slow(&[b]);
     }
@@ -800,12 +801,12 @@ impl LinkBuffer {
     #[inline]
     pub fn write_binary(&mut self, src: &[u8]) {
         self.booked = 0;
-        if let Some(t) = self.slots.back_mut() {
-            if fits(t, src.len()) {
-                t.write(src);
-                self.total += src.len();
-                return;
-            }
+        if let Some(t) = self.slots.back_mut()
+            && fits(t, src.len())
+        {
+            t.write(src);
+            self.total += src.len();
+            return;
         }
         self.write_slow(src);
     }
@@ -816,12 +817,12 @@ impl LinkBuffer {
             return;
         }
         self.total += src.len();
-        if let Some(t) = self.slots.back_mut() {
-            if accepts(t, src.len()) {
-                let m = t.spare().min(src.len());
-                t.write(&src[..m]);
-                src = &src[m..];
-            }
+        if let Some(t) = self.slots.back_mut()
+            && accepts(t, src.len())
+        {
+            let m = t.spare().min(src.len());
+            t.write(&src[..m]);
+            src = &src[m..];
         }
         while !src.is_empty() {
             self.push_node(node_size(src.len()).clamp(BLOCK_SIZE, MAX_NODE));

@@ -191,7 +191,7 @@ const PINNED_BIT: usize = 1 << (usize::BITS - 1);
 const _: () = {
     assert!(std::mem::size_of::<Header>() == NODE_HEADER);
     // mcache buffers are 16-byte aligned.
-    assert!(std::mem::align_of::<Header>() <= 16 && NODE_HEADER % 16 == 0);
+    assert!(std::mem::align_of::<Header>() <= 16 && NODE_HEADER.is_multiple_of(16));
     // The smallest class has room for the header and some data.
     assert!(ferropoll_mcache::MIN_CLASS > NODE_HEADER);
 };

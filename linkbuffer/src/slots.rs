@@ -63,13 +63,13 @@ fn recycle(mut spill: Box<Spill>) {
         spill.scratch = Vec::new();
     }
     let _ = SPARE.try_with(|p| {
-        if let Ok(mut p) = p.try_borrow_mut() {
-            if p.len() < POOL {
-                if p.capacity() == 0 {
-                    p.reserve_exact(POOL);
-                }
-                p.push(spill);
+        if let Ok(mut p) = p.try_borrow_mut()
+            && p.len() < POOL
+        {
+            if p.capacity() == 0 {
+                p.reserve_exact(POOL);
             }
+            p.push(spill);
         }
     });
 }
@@ -255,10 +255,10 @@ impl Slots {
     pub(crate) fn append_from(&mut self, mut other: Slots, keep: impl Fn(&Slot) -> bool) {
         if other.spill.is_none() {
             // One slot (a `slice` within a node, a buffer of one read).
-            if let Some(slot) = other.head.take() {
-                if keep(&slot) {
-                    self.push_back(slot);
-                }
+            if let Some(slot) = other.head.take()
+                && keep(&slot)
+            {
+                self.push_back(slot);
             }
             return;
         }
@@ -296,10 +296,10 @@ impl Slots {
 
     /// Frees the scratch buffer if it holds more than `keep` bytes.
     pub(crate) fn shrink_scratch(&mut self, keep: usize) {
-        if let Some(x) = &mut self.spill {
-            if x.scratch.capacity() > keep {
-                x.scratch = Vec::new();
-            }
+        if let Some(x) = &mut self.spill
+            && x.scratch.capacity() > keep
+        {
+            x.scratch = Vec::new();
         }
     }
 }

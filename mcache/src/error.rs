@@ -58,10 +58,10 @@ impl Error {
     #[cold]
     #[inline(never)]
     pub(crate) fn raise(self) -> ! {
-        if let Kind::OutOfMemory { requested } = self.kind {
-            if let Ok(layout) = std::alloc::Layout::from_size_align(requested.max(1), 16) {
-                std::alloc::handle_alloc_error(layout);
-            }
+        if let Kind::OutOfMemory { requested } = self.kind
+            && let Ok(layout) = std::alloc::Layout::from_size_align(requested.max(1), 16)
+        {
+            std::alloc::handle_alloc_error(layout);
         }
         panic!("{self}")
     }

@@ -404,10 +404,10 @@ impl<T: Message + Default> CallFuture<T> {
 
     /// A counted outcome was taken: the last one sends what is staged.
     fn took_counted(&self, table: &CallTable) {
-        if table.taken() {
-            if let Some(f) = self.flush.as_ref().and_then(|f| f.flusher.upgrade()) {
-                f.flush();
-            }
+        if table.taken()
+            && let Some(f) = self.flush.as_ref().and_then(|f| f.flusher.upgrade())
+        {
+            f.flush();
         }
     }
 
@@ -591,10 +591,11 @@ impl<T> Drop for CallFuture<T> {
                     _ => false,
                 }
             };
-            if counted && table.taken() {
-                if let Some(f) = self.flush.as_ref().and_then(|f| f.flusher.upgrade()) {
-                    f.flush();
-                }
+            if counted
+                && table.taken()
+                && let Some(f) = self.flush.as_ref().and_then(|f| f.flusher.upgrade())
+            {
+                f.flush();
             }
             // Cancelled: remove the entry so that a late response is dropped.
             table.abandon(slot.seq, None);

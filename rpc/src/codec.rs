@@ -373,13 +373,13 @@ pub fn decode(buf: &mut LinkBuffer, limits: &Limits) -> Result<Option<Frame>, Pr
     let header_bytes = buf.next_bytes(header_len as usize)?;
     // Count the metadata entries before decoding: a 64 KiB header of empty
     // entries would otherwise allocate ~1.5 MB of strings before the check.
-    if let Some(count) = count_metadata(&header_bytes) {
-        if count > limits.max_metadata_entries {
-            return Err(ProtocolError::TooMuchMetadata {
-                count,
-                max: limits.max_metadata_entries,
-            });
-        }
+    if let Some(count) = count_metadata(&header_bytes)
+        && count > limits.max_metadata_entries
+    {
+        return Err(ProtocolError::TooMuchMetadata {
+            count,
+            max: limits.max_metadata_entries,
+        });
     }
     let header = Header::decode(header_bytes).map_err(ProtocolError::BadHeader)?;
     if header.kind == MessageType::Unspecified as i32 {

@@ -1,36 +1,6 @@
 //! A small protobuf RPC framework for ferropoll: framing, a server engine, a
 //! multiplexed client, gRPC-style status codes and deadlines.
 //!
-//! The wire protocol is written down in `rpc/PROTOCOL.md`: a 12-byte prefix
-//! (magic, version, flags, lengths), a protobuf header (sequence id, message
-//! type, service, method, status, time budget, metadata), then the protobuf
-//! payload. Services are described in `.proto` files and compiled by
-//! `ferropoll-proto` into a server trait, a server wrapper implementing
-//! [`Service`] and a client stub over [`Client`].
-//!
-//! The core is **sans-IO**, in the manner of quinn-proto: the [`codec`]
-//! turns frames into bytes of a [`LinkBuffer`] and back; the
-//! [`ServerEngine`] turns a batch of request bytes into a batch of response
-//! bytes (decode, dispatch, handle, encode — so pipelined requests get one
-//! write); the [`ClientSession`] and its [`CallTable`] start calls and
-//! complete them from response bytes, for blocking callers and for any async
-//! executor ([`CallFuture`]).
-//!
-//! The glue onto `ferropoll-transport` is thin. [`Server`] runs an engine on
-//! an event loop: each connection's input is processed on its loop thread,
-//! inline handlers answer into the connection's writer, one flush per read
-//! batch; pool-dispatched handlers run on gopool. [`Client::connect`] keeps
-//! a few multiplexed connections on a client loop of its own, completes
-//! calls from that loop thread, and lets concurrent callers share
-//! `sendmsg`s. [`Client::in_process`] runs the same bytes through an engine
-//! without sockets.
-//!
-//! Performance rules kept on the server path: a request's payload is a
-//! zero-copy slice of the connection's input (its `bytes` fields decode as
-//! `Bytes` views of it); service and method are looked up from the header's
-//! bytes without allocating; the response is encoded once, straight into the
-//! output buffer, its lengths computed first.
-//!
 //! ```
 //! use std::sync::Arc;
 //! use ferropoll_rpc::{CallOptions, Client, ClientOptions, Context, LinkBuffer, Listener, Reply, Server, ServerEngine, Service};
@@ -63,8 +33,44 @@
 //! assert_eq!(out, "HI");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The wire protocol is written down in `rpc/PROTOCOL.md`: a 12-byte prefix
+//! (magic, version, flags, lengths), a protobuf header (sequence id, message
+//! type, service, method, status, time budget, metadata), then the protobuf
+//! payload. Services are described in `.proto` files and compiled by
+//! `ferropoll-proto` into a server trait, a server wrapper implementing
+//! [`Service`] and a client stub over [`Client`].
+//!
+//! The core is **sans-IO**, in the manner of quinn-proto: the [`codec`]
+//! turns frames into bytes of a [`LinkBuffer`] and back; the
+//! [`ServerEngine`] turns a batch of request bytes into a batch of response
+//! bytes (decode, dispatch, handle, encode — so pipelined requests get one
+//! write); the [`ClientSession`] and its [`CallTable`] start calls and
+//! complete them from response bytes, for blocking callers and for any async
+//! executor ([`CallFuture`]).
+//!
+//! The glue onto `ferropoll-transport` is thin. [`Server`] runs an engine on
+//! an event loop: each connection's input is processed on its loop thread,
+//! inline handlers answer into the connection's writer, one flush per read
+//! batch; pool-dispatched handlers run on gopool. [`Client::connect`] keeps
+//! a few multiplexed connections on a client loop of its own, completes
+//! calls from that loop thread, and lets concurrent callers share
+//! `sendmsg`s. [`Client::in_process`] runs the same bytes through an engine
+//! without sockets.
+//!
+//! Performance rules kept on the server path: a request's payload is a
+//! zero-copy slice of the connection's input (its `bytes` fields decode as
+//! `Bytes` views of it); service and method are looked up from the header's
+//! bytes without allocating; the response is encoded once, straight into the
+//! output buffer, its lengths computed first.
+//!
+//! Feature `dns` (default) adds DNS discovery ([`cluster::DnsDiscover`]);
+//! feature `etcd` adds etcd discovery and registration
+//! ([`cluster::EtcdDiscover`], [`cluster::EtcdRegistrar`]; its build needs
+//! `protoc`).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod call;
 mod client;

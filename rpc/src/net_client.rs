@@ -377,22 +377,23 @@ impl NetClient {
     ) -> Result<T, Status> {
         {
             let slot = self.slots[i].read();
-            if let Some(cs) = &slot.current {
-                if cs.is_usable() {
-                    return Ok(f(cs));
-                }
-            }
-        }
-        let mut slot = self.slots[i].write();
-        if let Some(cs) = &slot.current {
-            if cs.is_usable() {
+            if let Some(cs) = &slot.current
+                && cs.is_usable()
+            {
                 return Ok(f(cs));
             }
         }
-        if let Some((at, status)) = &slot.last_failure {
-            if backoff && at.elapsed() < self.options.reconnect_backoff {
-                return Err(status.clone());
-            }
+        let mut slot = self.slots[i].write();
+        if let Some(cs) = &slot.current
+            && cs.is_usable()
+        {
+            return Ok(f(cs));
+        }
+        if let Some((at, status)) = &slot.last_failure
+            && backoff
+            && at.elapsed() < self.options.reconnect_backoff
+        {
+            return Err(status.clone());
         }
         if let Some(old) = slot.current.take() {
             old.conn.close();

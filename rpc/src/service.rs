@@ -83,15 +83,15 @@ impl<'a> Reply<'a> {
     /// Answers with `msg`. A message over the frame limit is answered with
     /// RESOURCE_EXHAUSTED instead.
     pub fn ok<M: Message>(self, msg: &M) {
-        if let Some(out) = self.out {
-            if let Err(e) = codec::encode_response(out, self.limits, self.seq, msg) {
-                codec::encode_status(
-                    out,
-                    self.limits,
-                    self.seq,
-                    &Status::resource_exhausted(format!("response not sent: {e}")),
-                );
-            }
+        if let Some(out) = self.out
+            && let Err(e) = codec::encode_response(out, self.limits, self.seq, msg)
+        {
+            codec::encode_status(
+                out,
+                self.limits,
+                self.seq,
+                &Status::resource_exhausted(format!("response not sent: {e}")),
+            );
         }
         *self.answered = true;
     }

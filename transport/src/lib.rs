@@ -2,6 +2,37 @@
 //! nocopy [`LinkBuffer`](ferropoll_linkbuffer::LinkBuffer)s, in the style of
 //! cloudwego/netpoll.
 //!
+//! An echo server on loopback and a client talking to it:
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::time::Duration;
+//! use ferropoll_transport::{EventLoop, handler_fn};
+//!
+//! // Every round answers what arrived: a zero-copy view of the input,
+//! // linked into the output and sent with one `sendmsg`.
+//! let server = EventLoop::builder().num_loops(1).build(handler_fn(|conn| {
+//!     let mut reader = conn.reader();
+//!     let n = reader.len();
+//!     let data = reader.slice(n)?;
+//!     drop(reader);
+//!     let mut writer = conn.writer();
+//!     writer.append(data);
+//!     writer.flush()
+//! }))?;
+//! let addr = server.listen_tcp("127.0.0.1:0")?;
+//!
+//! let mut client = std::net::TcpStream::connect(addr.as_tcp().unwrap())?;
+//! client.write_all(b"hello")?;
+//! let mut echoed = [0u8; 5];
+//! client.read_exact(&mut echoed)?;
+//! assert_eq!(&echoed, b"hello");
+//!
+//! drop(client);
+//! server.shutdown(Duration::from_secs(1))?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! An [`EventLoop`] is a group of loop threads, each with one epoll set (edge
 //! triggered, each connection registered once), a timer heap for read, write
 //! and idle deadlines, and a task queue woken by an eventfd. Listeners are
@@ -39,37 +70,6 @@
 //! server buffer without bound: [`OutputFull`]), bytes
 //! received before a hang-up still reach the handler, and registration keys
 //! are slab index + generation, never pointers.
-//!
-//! An echo server on loopback and a client talking to it:
-//!
-//! ```
-//! use std::io::{Read, Write};
-//! use std::time::Duration;
-//! use ferropoll_transport::{EventLoop, handler_fn};
-//!
-//! // Every round answers what arrived: a zero-copy view of the input,
-//! // linked into the output and sent with one `sendmsg`.
-//! let server = EventLoop::builder().num_loops(1).build(handler_fn(|conn| {
-//!     let mut reader = conn.reader();
-//!     let n = reader.len();
-//!     let data = reader.slice(n)?;
-//!     drop(reader);
-//!     let mut writer = conn.writer();
-//!     writer.append(data);
-//!     writer.flush()
-//! }))?;
-//! let addr = server.listen_tcp("127.0.0.1:0")?;
-//!
-//! let mut client = std::net::TcpStream::connect(addr.as_tcp().unwrap())?;
-//! client.write_all(b"hello")?;
-//! let mut echoed = [0u8; 5];
-//! client.read_exact(&mut echoed)?;
-//! assert_eq!(&echoed, b"hello");
-//!
-//! drop(client);
-//! server.shutdown(Duration::from_secs(1))?;
-//! # Ok::<(), std::io::Error>(())
-//! ```
 //!
 //! All `unsafe` code lives in the private `sys` module.
 #![deny(unsafe_code)]

@@ -1,7 +1,8 @@
-//! Closed-loop unary echo load against `rpc-server` (ferropoll) or
-//! `tonic-echo` (`--tonic`), from one thread: `--concurrency` calls in
-//! flight, each payload `--size` bytes, for `--secs` after `--warmup`.
-//! Every response is checked. Ends with one `key=value` line:
+//! Closed-loop unary echo load against `rpc-server`, from one thread:
+//! `--concurrency` calls in flight, each payload `--size` bytes, for `--secs`
+//! after `--warmup`. Every response is checked. (`tonic-bench`, in the
+//! `ferropoll-baselines` crate, runs the same driver with the tonic client.)
+//! Ends with one `key=value` line:
 //!
 //! ```text
 //! rpc-bench --addr 127.0.0.1:9200 --concurrency 50 --size 128 --secs 5
@@ -14,13 +15,12 @@ use std::time::Duration;
 use clap::Parser;
 use ferropoll_examples::pb::echo as fp;
 use ferropoll_examples::rpc_load::{self, LoadConfig, LoadProgress};
-use ferropoll_examples::rpc_tonic::echo as tn;
 use ferropoll_rpc::{CallOptions, Client, ClientOptions};
 
 /// Unary echo RPC load generator.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Server address (host:port; unix:/path for ferropoll).
+    /// Server address (host:port, or unix:/path).
     #[arg(long, default_value = "127.0.0.1:9200")]
     addr: String,
     /// Calls in flight at once.
@@ -35,10 +35,7 @@ struct Args {
     /// Warm-up seconds (not measured).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
-    /// The server is tonic-echo: use the tonic client.
-    #[arg(long)]
-    tonic: bool,
-    /// ferropoll client: multiplexed connections.
+    /// Multiplexed connections.
     #[arg(long, default_value_t = 1)]
     connections: usize,
     /// Per-call timeout in milliseconds.
@@ -56,50 +53,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let progress = Arc::new(LoadProgress::default());
     let timeout = Duration::from_millis(args.timeout_ms);
-    let report = if args.tonic {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))?
-            .tcp_nodelay(true)
-            .timeout(timeout);
-        rpc_load::run(&cfg, progress, move || {
-            // The channel's connection task runs on the load's runtime.
-            let client = tn::echo_client::EchoClient::new(endpoint.connect_lazy());
-            move |payload| {
-                let mut client = client.clone();
-                async move {
-                    client
-                        .echo(tn::EchoRequest { payload })
-                        .await
-                        .map(|r| r.into_inner().payload)
-                        .map_err(|s| s.to_string())
-                }
-            }
-        })
-    } else {
-        let client = Client::connect(
-            &args.addr,
-            ClientOptions {
-                connections: args.connections,
-                ..ClientOptions::default()
-            },
-        )?;
-        let echo = fp::EchoClient::new(client);
-        let opts = CallOptions::new().with_timeout(timeout);
-        rpc_load::run(&cfg, progress, move || {
-            move |payload| {
-                let call = echo.echo_async_with(&fp::EchoRequest { payload }, &opts);
-                async move { call.await.map(|r| r.payload).map_err(|s| s.to_string()) }
-            }
-        })
-    };
+    let client = Client::connect(
+        &args.addr,
+        ClientOptions {
+            connections: args.connections,
+            ..ClientOptions::default()
+        },
+    )?;
+    let echo = fp::EchoClient::new(client);
+    let opts = CallOptions::new().with_timeout(timeout);
+    let report = rpc_load::run(&cfg, progress, move || {
+        move |payload| {
+            let call = echo.echo_async_with(&fp::EchoRequest { payload }, &opts);
+            async move { call.await.map(|r| r.payload).map_err(|s| s.to_string()) }
+        }
+    });
     if let Some(e) = &report.first_error {
         eprintln!("rpc-bench: first error: {e}");
     }
     println!(
-        "{} concurrency={} size={} client={}",
+        "{} concurrency={} size={} client=ferropoll",
         report.summary_line(),
         cfg.concurrency,
         cfg.size,
-        if args.tonic { "tonic" } else { "ferropoll" }
     );
     Ok(())
 }

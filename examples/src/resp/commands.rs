@@ -341,7 +341,7 @@ fn mget<A: Args + ?Sized>(store: &Store, a: &A, w: &mut LinkBuffer) {
 }
 
 fn mset<A: Args + ?Sized>(store: &Store, a: &A, w: &mut LinkBuffer) {
-    if a.len() % 2 == 0 {
+    if a.len().is_multiple_of(2) {
         return wrong_arity(w, b"mset");
     }
     let keys: Vec<&[u8]> = (1..a.len()).step_by(2).map(|i| a.get(i)).collect();

@@ -113,7 +113,7 @@ impl Harness {
     fn data(&mut self, len: usize) -> Vec<u8> {
         self.counter += 1;
         let c = self.counter;
-        if c % 4 == 0 {
+        if c.is_multiple_of(4) {
             (0..len)
                 .map(|i| b'a' + ((c as usize + i) % 26) as u8)
                 .collect()

@@ -111,8 +111,10 @@ pub(crate) use client::ClusterCore;
 pub use client::{ClusterBuilder, InstanceStats};
 pub use discover::{Discover, Instance, InstanceSet, Snapshot, StaticDiscover};
 #[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub use dns::{DnsDiscover, DnsDiscoverBuilder};
 #[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
 pub use etcd::{EtcdDiscover, EtcdRegistrar, Registration};
 pub use health::HealthConfig;
 pub use retry::{RetryBudget, RetryPolicy};

@@ -212,7 +212,7 @@ struct GsoCmsg {
     _pad: [u8; 6],
 }
 
-const _: () = assert!(mem::size_of::<libc::cmsghdr>() % mem::align_of::<usize>() == 0);
+const _: () = assert!(mem::size_of::<libc::cmsghdr>().is_multiple_of(mem::align_of::<usize>()));
 const _: () = assert!(mem::offset_of!(GsoCmsg, seg) == mem::size_of::<libc::cmsghdr>());
 
 /// One message of [`send_segments`]: `iov_count` payload slices starting at

@@ -1,11 +1,11 @@
-//! The tonic baseline server of `rpc-bench --tonic`: a unary `echo.Echo`
+//! The tonic baseline server of `tonic-bench`: a unary `echo.Echo`
 //! over gRPC (HTTP/2), on a tokio runtime with `--threads` worker threads.
 //!
 //! ```text
 //! tonic-echo --addr 127.0.0.1:9300 --threads 1
 //! ```
 use clap::Parser;
-use ferropoll_examples::rpc_tonic::{TonicEcho, echo::echo_server::EchoServer};
+use ferropoll_baselines::{TonicEcho, echo::echo_server::EchoServer};
 
 /// tonic unary echo server.
 #[derive(Parser, Debug)]
