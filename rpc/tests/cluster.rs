@@ -33,8 +33,10 @@ const SVC: &str = "test.Node";
 /// Per-server state that survives a restart.
 #[derive(Default)]
 struct NodeState {
-    /// Calls handled (every method).
+    /// Calls handled (every method), counted as each starts.
     calls: AtomicUsize,
+    /// Calls whose handler has returned.
+    finished: AtomicUsize,
     /// When non-zero, `Echo` fails with this code.
     fail_code: AtomicU32,
     /// `Echo` sleeps this long first (on the loop thread).
@@ -65,6 +67,13 @@ impl Service for NodeService {
     }
     fn call(&self, method: usize, ctx: &Context, request: LinkBuffer, reply: Reply<'_>) {
         self.state.calls.fetch_add(1, Ordering::SeqCst);
+        self.handle(method, ctx, request, reply);
+        self.state.finished.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl NodeService {
+    fn handle(&self, method: usize, ctx: &Context, request: LinkBuffer, reply: Reply<'_>) {
         match method {
             0 => reply.unary(ctx, request, |_ctx, _s: String| {
                 let delay = self.state.delay_ms.load(Ordering::SeqCst);
@@ -128,6 +137,11 @@ impl Node {
 
     fn calls(&self) -> usize {
         self.state.calls.load(Ordering::SeqCst)
+    }
+
+    /// Whether every call this node has started has also returned.
+    fn idle(&self) -> bool {
+        self.state.finished.load(Ordering::SeqCst) == self.calls()
     }
 
     /// Drops the server at once (no graceful drain).
@@ -775,9 +789,15 @@ fn no_retry_of_deadline_exceeded_nor_past_the_deadline() {
         .unwrap_err();
     let took = t.elapsed();
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
-    assert!(took < Duration::from_millis(400 + 300), "{took:?}");
-    // Let the server-side sleeps finish; then count the attempts.
-    thread::sleep(Duration::from_millis(300));
+    // The caller is not kept past its deadline (by more than a busy
+    // machine's scheduling delay); the attempt count below shows the retry
+    // got only what was left of the budget.
+    assert!(took < Duration::from_millis(400 + 1000), "{took:?}");
+    // Once every attempt that reached a server has finished its sleep,
+    // count them (an attempt still sleeping is counted already; waiting on
+    // the handlers keeps a late one from being missed).
+    let idle = || nodes.iter().all(Node::idle);
+    assert!(wait_until(Duration::from_secs(5), idle));
     let attempts = calls() - 1;
     assert!((1..=2).contains(&attempts), "{attempts} attempts");
     // Async: the same rules.
@@ -787,7 +807,7 @@ fn no_retry_of_deadline_exceeded_nor_past_the_deadline() {
         futures::executor::block_on(f).unwrap_err().code(),
         Code::DeadlineExceeded
     );
-    thread::sleep(Duration::from_millis(300));
+    assert!(wait_until(Duration::from_secs(5), idle));
     assert!((1..=2).contains(&(calls() - before)));
     drop(client);
     nodes.into_iter().for_each(Node::shutdown);
@@ -930,7 +950,8 @@ mod dns {
         let mut nodes = three_nodes();
         let ports: Vec<u16> = nodes.iter().map(|n| n.addr.port()).collect();
         dns.set_srv(&ports);
-        let discover = srv_discover(&dns);
+        // Shared with the client, so the test can see its refresh errors.
+        let discover = Arc::new(srv_discover(&dns));
         assert_eq!(
             ferropoll_rpc::cluster::Discover::instances(&discover)
                 .snapshot()
@@ -938,7 +959,7 @@ mod dns {
                 .len(),
             3
         );
-        let client = Client::cluster(discover)
+        let client = Client::cluster(Arc::clone(&discover))
             .options(options())
             .health(fast_health())
             .retry(RetryPolicy::new().idempotent_method(SVC, "Echo"))
@@ -987,10 +1008,15 @@ mod dns {
         assert_eq!((accepted(&nodes[0]), accepted(&nodes[1])), before);
         // The name server goes silent (no records): the set is kept.
         dns.set_srv(&[]);
-        thread::sleep(Duration::from_millis(200)); // a few failed re-resolutions
+        let set = ferropoll_rpc::cluster::Discover::instances(&discover);
+        assert!(
+            wait_until(Duration::from_secs(5), || set.last_error().is_some()),
+            "no failed re-resolution after the records were removed"
+        );
         assert_eq!(client.cluster_stats().unwrap().len(), 2);
         assert_eq!(spread(&client, 10).values().sum::<usize>(), 10);
         drop(client);
+        drop(discover);
         nodes.into_iter().for_each(Node::shutdown);
         leaks.assert_clean();
         drop(dns);

@@ -525,6 +525,10 @@ pub struct Stats {
     pub accepted: u64,
     /// Connections refused because of `max_connections`.
     pub rejected: u64,
+    /// Times accepting paused for 100 ms because the process or the system
+    /// was out of descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`,
+    /// `ENOMEM`): about ten a second while the shortage lasts.
+    pub accept_pauses: u64,
     /// Connections closed since start.
     pub closed: u64,
     /// Bytes read from sockets.
@@ -786,6 +790,7 @@ impl EventLoop {
             let c = &l.counters;
             s.accepted += c.accepted.load(Ordering::Relaxed);
             s.rejected += c.rejected.load(Ordering::Relaxed);
+            s.accept_pauses += c.accept_pauses.load(Ordering::Relaxed);
             s.closed += c.closed.load(Ordering::Relaxed);
             s.bytes_in += c.bytes_in.load(Ordering::Relaxed);
             s.bytes_out += c.bytes_out.load(Ordering::Relaxed);
@@ -965,10 +970,8 @@ impl EventLoop {
             return Err(io::Error::other("event loop is shut down"));
         }
         let cfg = &g.loops[0].cfg;
-        if is_tcp {
-            if let Some(k) = cfg.keepalive {
-                sys::set_keepalive(std::os::fd::AsRawFd::as_raw_fd(&fd), k)?;
-            }
+        if is_tcp && let Some(k) = cfg.keepalive {
+            sys::set_keepalive(std::os::fd::AsRawFd::as_raw_fd(&fd), k)?;
         }
         let target = g.pick_loop(Some(&peer));
         g.open.fetch_add(1, Ordering::AcqRel);

@@ -81,6 +81,7 @@ pub(crate) struct Counters {
     pub(crate) open: AtomicUsize,
     pub(crate) accepted: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    pub(crate) accept_pauses: AtomicU64,
     pub(crate) closed: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
@@ -138,10 +139,11 @@ impl LoopShared {
             self.drop_tasks();
             return;
         }
-        if !self.is_current() && !self.notified.swap(true, Ordering::SeqCst) {
-            if let Err(e) = self.waker.wake() {
-                tracing::error!(error = %e, "cannot wake event loop");
-            }
+        if !self.is_current()
+            && !self.notified.swap(true, Ordering::SeqCst)
+            && let Err(e) = self.waker.wake()
+        {
+            tracing::error!(error = %e, "cannot wake event loop");
         }
     }
 }
@@ -179,6 +181,10 @@ struct Slot<S> {
 struct ListenerEntry {
     listener: Listener,
     warned: bool,
+    /// Accepting is paused (out of descriptors or memory) until the one
+    /// pending `TimerKind::Accept` timer fires; readiness events meanwhile
+    /// are left to that timer, so they cannot stack up timers of their own.
+    paused: bool,
     /// Accepted connections stay on this loop (no balancing).
     local: bool,
 }
@@ -291,10 +297,10 @@ impl<H: Handler> Reactor<H> {
                 }
             }
             for _ in 0..self.ready.len() {
-                if let Some(key) = self.ready.pop_front() {
-                    if let Some(slot) = self.conns.get(key).cloned() {
-                        self.read_and_dispatch(&slot);
-                    }
+                if let Some(key) = self.ready.pop_front()
+                    && let Some(slot) = self.conns.get(key).cloned()
+                {
+                    self.read_and_dispatch(&slot);
                 }
             }
             for l in std::mem::take(&mut self.ready_listeners) {
@@ -460,6 +466,7 @@ impl<H: Handler> Reactor<H> {
         self.listeners[idx] = Some(ListenerEntry {
             listener: l,
             warned: false,
+            paused: false,
             local,
         });
         // Connections may already wait in the backlog (no edge for them).
@@ -474,6 +481,9 @@ impl<H: Handler> Reactor<H> {
             let Some(entry) = self.listeners.get(idx).and_then(Option::as_ref) else {
                 return;
             };
+            if entry.paused {
+                return; // the pause timer retries
+            }
             let is_tcp = entry.listener.is_tcp();
             let local = entry.local;
             match sys::accept(entry.listener.raw_fd()) {
@@ -491,7 +501,12 @@ impl<H: Handler> Reactor<H> {
                             entry.warned = true;
                             tracing::warn!(error = %e, "accept: out of resources; pausing accepts for 100 ms");
                         }
+                        entry.paused = true;
                     }
+                    self.shared
+                        .counters
+                        .accept_pauses
+                        .fetch_add(1, Ordering::Relaxed);
                     let at = self.now + ACCEPT_BACKOFF.as_nanos() as u64;
                     self.timers.push(at, idx as u64, TimerKind::Accept);
                     return;
@@ -521,10 +536,10 @@ impl<H: Handler> Reactor<H> {
             if let Err(e) = sys::set_nodelay(sock.as_raw_fd()) {
                 tracing::debug!(error = %e, "TCP_NODELAY failed");
             }
-            if let Some(k) = cfg.keepalive {
-                if let Err(e) = sys::set_keepalive(sock.as_raw_fd(), k) {
-                    tracing::debug!(error = %e, "SO_KEEPALIVE failed");
-                }
+            if let Some(k) = cfg.keepalive
+                && let Err(e) = sys::set_keepalive(sock.as_raw_fd(), k)
+            {
+                tracing::debug!(error = %e, "SO_KEEPALIVE failed");
             }
         }
         let target = if local {
@@ -885,11 +900,11 @@ impl<H: Handler> Reactor<H> {
         let mut state = slot.state.lock().take();
         let handler = &self.handler;
         let conn = &slot.conn;
-        if let Some(st) = state.as_mut() {
-            if catch_unwind(AssertUnwindSafe(|| handler.on_disconnect(st, conn))).is_err() {
-                self.shared.counters.panics.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(conn = conn.id(), "on_disconnect panicked");
-            }
+        if let Some(st) = state.as_mut()
+            && catch_unwind(AssertUnwindSafe(|| handler.on_disconnect(st, conn))).is_err()
+        {
+            self.shared.counters.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(conn = conn.id(), "on_disconnect panicked");
         }
         drop(state);
         for cb in callbacks {
@@ -938,16 +953,16 @@ impl<H: Handler> Reactor<H> {
 
     fn arm_timers(&mut self, slot: &Arc<Slot<H::State>>) {
         let inner = &slot.conn.inner;
-        if let Some(idle) = inner.timeout_ns(Which::Idle) {
-            if inner.set(IDLE_ARMED) & IDLE_ARMED == 0 {
-                let at = inner
-                    .last_read
-                    .load(Ordering::Relaxed)
-                    .max(self.now)
-                    .saturating_add(idle);
-                self.timers
-                    .push(at, inner.key.load(Ordering::Relaxed), TimerKind::Idle);
-            }
+        if let Some(idle) = inner.timeout_ns(Which::Idle)
+            && inner.set(IDLE_ARMED) & IDLE_ARMED == 0
+        {
+            let at = inner
+                .last_read
+                .load(Ordering::Relaxed)
+                .max(self.now)
+                .saturating_add(idle);
+            self.timers
+                .push(at, inner.key.load(Ordering::Relaxed), TimerKind::Idle);
         }
         if inner.stall_since.load(Ordering::Relaxed) != 0 {
             self.arm_read(slot);
@@ -959,29 +974,32 @@ impl<H: Handler> Reactor<H> {
 
     fn arm_read(&mut self, slot: &Arc<Slot<H::State>>) {
         let inner = &slot.conn.inner;
-        if let Some(t) = inner.timeout_ns(Which::Read) {
-            if inner.set(READ_ARMED) & READ_ARMED == 0 {
-                let at = inner.stall_since.load(Ordering::Relaxed).saturating_add(t);
-                self.timers
-                    .push(at, inner.key.load(Ordering::Relaxed), TimerKind::Read);
-            }
+        if let Some(t) = inner.timeout_ns(Which::Read)
+            && inner.set(READ_ARMED) & READ_ARMED == 0
+        {
+            let at = inner.stall_since.load(Ordering::Relaxed).saturating_add(t);
+            self.timers
+                .push(at, inner.key.load(Ordering::Relaxed), TimerKind::Read);
         }
     }
 
     fn arm_write(&mut self, slot: &Arc<Slot<H::State>>) {
         let inner = &slot.conn.inner;
-        if let Some(t) = inner.timeout_ns(Which::Write) {
-            if inner.set(WRITE_ARMED) & WRITE_ARMED == 0 {
-                let at = inner.write_since.load(Ordering::Relaxed).saturating_add(t);
-                self.timers
-                    .push(at, inner.key.load(Ordering::Relaxed), TimerKind::Write);
-            }
+        if let Some(t) = inner.timeout_ns(Which::Write)
+            && inner.set(WRITE_ARMED) & WRITE_ARMED == 0
+        {
+            let at = inner.write_since.load(Ordering::Relaxed).saturating_add(t);
+            self.timers
+                .push(at, inner.key.load(Ordering::Relaxed), TimerKind::Write);
         }
     }
 
     fn fire_timers(&mut self) {
         while let Some((key, kind)) = self.timers.pop_due(self.now) {
             if kind == TimerKind::Accept {
+                if let Some(Some(entry)) = self.listeners.get_mut(key as usize) {
+                    entry.paused = false;
+                }
                 self.accept(key as usize);
                 continue;
             }
@@ -1090,10 +1108,10 @@ impl<H: Handler> Reactor<H> {
             .udp
             .iter()
             .position(|e| e.as_ref().is_some_and(|e| e.endpoint.ptr_eq(endpoint)));
-        if let Some(idx) = found {
-            if let Some(entry) = self.udp[idx].take() {
-                self.deregister_udp(&entry);
-            }
+        if let Some(idx) = found
+            && let Some(entry) = self.udp[idx].take()
+        {
+            self.deregister_udp(&entry);
         }
     }
 

@@ -220,11 +220,19 @@ fn emfile_backs_off_without_spinning_and_recovers() {
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     }
     child.say("saturated?");
+    let pauses: u64 = child.expect("PAUSES_PER_S").parse().unwrap();
     let cpu_ms: u64 = child.expect("CPU_MS_PER_S").parse().unwrap();
-    // Backing off 100 ms per attempt costs next to nothing; a spinning loop
-    // would burn ~1000 ms of CPU per second.
+    // Accepting pauses 100 ms after each EMFILE: about ten attempts a
+    // second (fewer on a busy machine, never many more). A loop that
+    // retried at once would count thousands, or none if it did not pause.
     assert!(
-        cpu_ms < 300,
+        (1..=20).contains(&pauses),
+        "{pauses} accept pauses in a second at EMFILE"
+    );
+    // And nothing else spins meanwhile: a busy loop would burn about a
+    // core (the bound leaves room for a loaded or instrumented machine).
+    assert!(
+        cpu_ms < 600,
         "server burned {cpu_ms} ms of CPU per second at EMFILE"
     );
     // The first connections were served. Each client reads its answer and
@@ -274,9 +282,14 @@ fn child_emfile_server() {
         settled
     }));
     let accepted = lp.stats().accepted;
-    let (t0, c0) = (Instant::now(), cpu_time());
+    let (t0, c0, p0) = (Instant::now(), cpu_time(), lp.stats().accept_pauses);
     std::thread::sleep(Duration::from_secs(1));
     let (dt, dc) = (t0.elapsed(), cpu_time() - c0);
+    let pauses = lp.stats().accept_pauses - p0;
+    println!(
+        "PAUSES_PER_S {}",
+        (pauses as f64 / dt.as_secs_f64()).round() as u64
+    );
     println!(
         "CPU_MS_PER_S {}",
         (dc.as_secs_f64() * 1000.0 / dt.as_secs_f64()) as u64

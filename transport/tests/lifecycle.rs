@@ -83,7 +83,10 @@ fn time_to_inactive(conn: &Connection, close: impl FnOnce()) -> Duration {
 }
 
 #[test]
-fn peer_close_and_reset_turn_inactive_within_10ms_without_reading() {
+// How fast it turns inactive is measured by `cargo bench -p
+// ferropoll-transport --bench liveness` (BENCHMARKS.md); the bound here only
+// proves it happens without a read, on a busy machine too.
+fn peer_close_and_reset_turn_inactive_without_reading() {
     let leaks = LeakCheck::new();
     for dispatch in [Dispatch::Inline, Dispatch::Pool] {
         for reset in [false, true] {
@@ -132,12 +135,10 @@ fn peer_close_and_reset_turn_inactive_within_10ms_without_reading() {
                     "not again at shutdown"
                 );
             }
-            // Under valgrind (~30x slower) only the behaviour is checked.
-            let bound = if std::env::var_os("FERROPOLL_UNDER_VALGRIND").is_some() {
-                Duration::from_secs(2)
-            } else {
-                Duration::from_millis(10)
-            };
+            // Without the hang-up event it would stay active for the
+            // whole 2 s poll (nobody reads); a loaded 2-core machine or
+            // valgrind may delay the loop by a few hundred milliseconds.
+            let bound = Duration::from_millis(1500);
             assert!(
                 best < bound,
                 "{dispatch:?} reset={reset}: inactive after {best:?}"
