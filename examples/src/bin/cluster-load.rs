@@ -110,10 +110,7 @@ fn per_instance_ok(clients: &[&Client]) -> BTreeMap<String, u64> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    ferropoll_examples::init_tracing();
     let args = Args::parse();
     let discover = Arc::new(EtcdDiscover::connect(
         args.etcd.iter().cloned(),

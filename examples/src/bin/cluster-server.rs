@@ -42,10 +42,7 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(io::stderr)
-        .init();
+    ferropoll_examples::init_tracing();
     let args = Args::parse();
     let mut builder = Server::builder().num_loops(args.loops.max(1));
     builder.register(EchoServer::new(EchoService))?;

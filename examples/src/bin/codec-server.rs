@@ -33,10 +33,7 @@ struct Args {
 }
 
 fn main() -> io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(io::stderr)
-        .init();
+    ferropoll_examples::init_tracing();
     let args = Args::parse();
     let codec = codec(args.max_frame);
     let mut b = EventLoop::builder();

@@ -25,10 +25,7 @@ struct Args {
 }
 
 fn main() -> io::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(io::stderr)
-        .init();
+    ferropoll_examples::init_tracing();
     let args = Args::parse();
     let mut b = ferropoll_examples::http::Builder::new();
     if let Some(n) = args.loops {

@@ -4,7 +4,6 @@
 //! rpc-server [--addr 127.0.0.1:9200] [--loops N] [--kv-pool]
 //! rpc-client --addr 127.0.0.1:9200 put greeting hello
 //! ```
-use std::io;
 
 use clap::Parser;
 use ferropoll_examples::pb::{EchoService, MemKv, echo::EchoServer, kv::KvServer};
@@ -25,10 +24,7 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(io::stderr)
-        .init();
+    ferropoll_examples::init_tracing();
     let args = Args::parse();
     let mut builder = Server::builder();
     if let Some(n) = args.loops {
