@@ -8,6 +8,38 @@ pub mod resp;
 pub mod rpc_load;
 pub mod udp_load;
 
+/// Runs a future to completion on this thread, parking between polls: all
+/// a ferropoll `CallFuture` needs (it is woken from the client's loop
+/// thread), to show it works outside any async runtime.
+///
+/// ```
+/// let answer = ferropoll_examples::block_on(async { 6 * 7 });
+/// assert_eq!(answer, 42);
+/// ```
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        // A wake before this park makes it return at once.
+        std::thread::park();
+    }
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (`warn`, `info,ferropoll_rpc=debug`,
 /// ...: a default level and per-target levels); errors only when it is unset.
 /// A `RUST_LOG` that does not parse is reported and ignored.

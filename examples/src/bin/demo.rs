@@ -127,7 +127,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let r = client.unary::<(), ()>("kv.Kv", "Rename", &(), &second);
     show("kv.Kv/Rename                   [unknown]", t.elapsed(), &r);
     let t = Instant::now();
-    let r = futures_executor::block_on(kv.get_async(&kv::GetRequest {
+    let r = ferropoll_examples::block_on(kv.get_async(&kv::GetRequest {
         key: "greeting".into(),
     }))
     .map(|r| String::from_utf8_lossy(&r.value).into_owned());
