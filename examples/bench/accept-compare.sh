@@ -46,6 +46,7 @@ start() {
 
 RESULTS="$WORK/results"
 : >"$RESULTS"
+csv_init accept-compare "connection churn; server pinned to CPU 0, load to CPU 1; secs=$SECS"
 echo "# accept-compare: loops=$LOOPS concurrency=$CONCURRENCY rounds=$ROUNDS secs=$SECS warmup=$WARMUP  $(date -u +%FT%TZ)  $(nproc) cpus  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$ROUNDS"); do
     for name in $CONTENDERS; do
@@ -58,6 +59,9 @@ for round in $(seq 1 "$ROUNDS"); do
         total=$(echo "$line" | kv total_conns)
         cpu_us=$(cpu_us_per "$t0" "$t1" "$total")
         echo "$name $round $line cpu_us_per_conn=$cpu_us" >>"$RESULTS"
+        v() { echo "$line" | kv "$1"; }
+        csv_row accept churn concurrency "$CONCURRENCY" "$name" "$round" "$(v conns_per_s)" conns/s \
+            "" "" "" "$cpu_us" "$(v errors)"
         echo "  round $round $name: $line cpu_us_per_conn=$cpu_us" >&2
     done
 done
@@ -71,3 +75,4 @@ for name in $CONTENDERS; do
     printf '%-20s %12.0f %8s %14s %12s\n' "$name" "$rate" "$(get "$name" errors)" \
         "$(get "$name" cpu_us_per_conn)" "$(ratio "$rate" "$base")"
 done
+csv_done

@@ -57,6 +57,7 @@ start_server() { # name -> sets SERVER_PID
 
 RESULTS="$WORK/results"
 : >"$RESULTS"
+csv_init echo-compare "TCP echo; server pinned to CPU 0, load to CPU 1; secs=$SECS warmup=$WARMUP"
 echo "# echo-compare: rounds=$ROUNDS secs=$SECS warmup=$WARMUP  $(date -u +%FT%TZ)  $(nproc) cpus  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 for wl in $WORKLOADS; do
     size=${wl%x*}
@@ -72,6 +73,9 @@ for wl in $WORKLOADS; do
             total=$(echo "$line" | kv total_msgs)
             cpu_us=$(cpu_us_per "$t0" "$t1" "$total")
             echo "$wl $name $round $line cpu_us_per_msg=$cpu_us" >>"$RESULTS"
+            v() { echo "$line" | kv "$1"; }
+            csv_row echo "${size}B" connections "$conns" "$name" "$round" "$(v msgs_per_s)" msgs/s \
+                "$(v p50_us)" "$(v p99_us)" "$(v p999_us)" "$cpu_us" "$(v errors)"
             echo "  $wl round $round $name: $line cpu_us_per_msg=$cpu_us" >&2
         done
     done
@@ -113,3 +117,4 @@ for name in $CONTENDERS; do
     printf '%-17s %12s %14s %10s\n' "$name" "$burst" "$((held - base))" \
         "$(awk -v g="$((held - base))" -v n="${conns:-0}" 'BEGIN {if (n > 0) printf "%.0f", g * 1024 / n; else print "-"}')"
 done
+csv_done

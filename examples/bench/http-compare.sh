@@ -49,6 +49,7 @@ to_us() {
 
 RESULTS="$WORK/results"
 : >"$RESULTS"
+csv_init http-compare "GET /plaintext with wrk -t1 -c$CONNS; server pinned to CPU 0, load to CPU 1; secs=$SECS"
 echo "# http-compare: secs=$SECS conns=$CONNS rounds=$ROUNDS depths=($DEPTHS)  $(date -u +%FT%TZ)  $(nproc) cpus  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$ROUNDS"); do
     for d in $DEPTHS; do
@@ -63,10 +64,13 @@ for round in $(seq 1 "$ROUNDS"); do
             stop_server
             reqs=$(awk '/ requests in / {print $1}' "$WORK/wrk.out")
             rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk.out")
+            p50=$(awk '$1 == "50%" {print $2}' "$WORK/wrk.out" | to_us)
             p99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk.out" | to_us)
             errs=$(grep -cE 'Non-2xx|Socket errors' "$WORK/wrk.out" || true)
             cpu=$(cpu_us_per "$t0" "$t1" "$reqs")
             echo "depth=$d server=$name round=$round rps=$rps p99_us=$p99 cpu_us=$cpu errors=$errs" >>"$RESULTS"
+            csv_row http plaintext "pipeline depth" "$d" "$name" "$round" "$rps" req/s \
+                "$p50" "$p99" "" "$cpu" "$errs"
             echo "  round $round depth $d $name: rps=$rps p99_us=$p99 cpu_us/req=$cpu errors=$errs" >&2
             if [ "$errs" != 0 ]; then grep -E 'Non-2xx|Socket errors' "$WORK/wrk.out" >&2; fi
         done
@@ -86,3 +90,4 @@ for d in $DEPTHS; do
             "$(ratio "$r" "$hr")" "$(ratio "$c" "$hc")"
     done
 done
+csv_done

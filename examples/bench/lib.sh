@@ -6,7 +6,8 @@
 # contenders alternate (A B A B ...) and medians are reported.
 #
 # Provides: bench_init, start_pinned, wait_port, stop_server, cpu_ticks,
-# rss_kib, cpu_us_per, kv, median, ratio. Uses/sets: WORK, SERVER_PID, TCK.
+# rss_kib, cpu_us_per, kv, median, ratio, csv_init, csv_row, csv_done.
+# Uses/sets: WORK, SERVER_PID, TCK, CSV.
 
 bench_init() { # sets TCK and WORK (a temp dir removed on exit, with the server)
     TCK=$(getconf CLK_TCK)
@@ -66,6 +67,27 @@ kv() { tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'; }
 median() {
     sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "nan"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'
 }
+
+# Per-round results as CSV, one row per contender and round, for the chart
+# tool (`cargo run -p ferropoll-charts`). Columns not measured by a script
+# are left empty. The first line is a `#` comment: script, date, machine.
+CSV_COLUMNS="bench,workload,x_name,x,contender,round,throughput,throughput_unit,p50_us,p99_us,p999_us,cpu_us_per_op,errors"
+
+csv_init() { # name "description" -> sets CSV ($BENCH_CSV_DIR/name.csv, default docs/bench) and writes its head
+    CSV="${BENCH_CSV_DIR:-docs/bench}/$1.csv"
+    mkdir -p "$(dirname "$CSV")"
+    {
+        echo "# $1: $2  $(date -u +%FT%TZ)  $(nproc) cpus  $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+        echo "$CSV_COLUMNS"
+    } >"$CSV"
+}
+
+csv_row() { # the values of CSV_COLUMNS, in order ("" where not measured)
+    local IFS=,
+    echo "$*" >>"$CSV"
+}
+
+csv_done() { echo "per-round results: $CSV (charts: cargo run -p ferropoll-charts -- ${CSV%/*})"; }
 
 ratio() { # a b -> a/b with two decimals, or "-"
     awk -v a="$1" -v b="$2" 'BEGIN {if (b + 0 > 0 && a != "nan") printf "%.2f", a / b; else print "-"}'

@@ -67,6 +67,7 @@ bench() { # port pipeline case -> prints the CSV row of the run
 
 RESULTS="$WORK/results"
 : >"$RESULTS"
+csv_init resp-compare "redis-benchmark -c$CLIENTS -n$N; server pinned to CPU 0, load to CPU 1"
 echo "# resp-compare: N=$N clients=$CLIENTS rounds=$ROUNDS pipelines=($PIPELINES)  $(date -u +%FT%TZ)  $(nproc) cpus  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$ROUNDS"); do
     for name in ferropoll redis; do
@@ -84,6 +85,7 @@ for round in $(seq 1 "$ROUNDS"); do
                 rps=$(echo "$row" | cut -d, -f2 | tr -d '"')
                 cpu=$(cpu_us_per "$t0" "$t1" "$N")
                 echo "P=$p case=$c server=$name round=$round rps=$rps cpu_us=$cpu" >>"$RESULTS"
+                csv_row resp "$c" pipeline "$p" "$name" "$round" "$rps" req/s "" "" "" "$cpu" ""
                 echo "  round $round P=$p $name $c: rps=$rps cpu_us/req=$cpu" >&2
             done
         done
@@ -107,3 +109,4 @@ for p in $PIPELINES; do
 done
 echo
 echo "(rps_x = ferropoll/redis requests per second; cpu = server CPU µs per request; cpu_x = ferropoll/redis)"
+csv_done

@@ -42,6 +42,7 @@ start_server() { # name -> sets SERVER_PID
 
 RESULTS="$WORK/results"
 : >"$RESULTS"
+csv_init rpc-compare "unary echo; server pinned to CPU 0, load to CPU 1; secs=$SECS warmup=$WARMUP"
 echo "# rpc-compare: rounds=$ROUNDS secs=$SECS warmup=$WARMUP  $(date -u +%FT%TZ)  $(nproc) cpus  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 for size in $SIZES; do
     for conc in $CONCS; do
@@ -60,6 +61,9 @@ for size in $SIZES; do
                 cpu_us=$(awk -v a="$t0" -v b="$t1" -v n="$total" -v t="$TCK" -v s="$SECS" -v w="$WARMUP" \
                     'BEGIN {n = n * (s + w) / s; printf "%.2f", (b - a) * 1e6 / t / (n > 0 ? n : 1)}')
                 echo "$wl $name $round $line cpu_us_per_call=$cpu_us" >>"$RESULTS"
+                v() { echo "$line" | kv "$1"; }
+                csv_row rpc "${size}B" concurrency "$conc" "$name" "$round" "$(v qps)" calls/s \
+                    "$(v p50_us)" "$(v p99_us)" "$(v p999_us)" "$cpu_us" "$(v errors)"
                 echo "  $wl round $round $name: $line cpu_us_per_call=$cpu_us" >&2
             done
         done
@@ -85,3 +89,4 @@ for size in $SIZES; do
         done
     done
 done
+csv_done

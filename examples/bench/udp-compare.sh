@@ -79,6 +79,7 @@ start_udp() { # name -> sets SERVER_PID once the server says it listens
 
 RESULTS="$WORK/results"
 : >"$RESULTS"
+csv_init udp-compare "UDP echo, ${SIZE} B datagrams; server pinned to CPU 0, load to CPU 1; secs=$SECS"
 echo "# udp-compare: size=$SIZE flows=$FLOWS window=$WINDOW awake=$AWAKE rounds=$ROUNDS secs=$SECS warmup=$WARMUP  $(date -u +%FT%TZ)  $(nproc) cpus  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$ROUNDS"); do
     for name in $CONTENDERS; do
@@ -91,6 +92,9 @@ for round in $(seq 1 "$ROUNDS"); do
         total=$(echo "$line" | kv total_replies)
         cpu_us=$(cpu_us_per "$t0" "$t1" "$total")
         echo "$name $round $line cpu_us_per_dgram=$cpu_us" >>"$RESULTS"
+        v() { echo "$line" | kv "$1"; }
+        csv_row udp "${SIZE}B" flows "$FLOWS" "$name" "$round" "$(v dgrams_per_s)" dgrams/s \
+            "" "" "" "$cpu_us" "$(v errors)"
         echo "  round $round $name: $line cpu_us_per_dgram=$cpu_us" >&2
     done
 done
@@ -106,3 +110,4 @@ for name in $CONTENDERS; do
     printf '%-15s %12.0f %8s %16s %18s %14s\n' "$name" "$(get "$name" dgrams_per_s)" "$(get "$name" lost)" \
         "$cpu" "$core" "$(ratio "$core" "$tokio_core")"
 done
+csv_done
