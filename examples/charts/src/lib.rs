@@ -251,7 +251,8 @@ impl Table {
         let mut points: Vec<Point> = groups
             .into_values()
             .map(|rows| {
-                let m = |f: fn(&Row) -> Option<f64>| median(rows.iter().filter_map(|r| f(r)).collect());
+                let m =
+                    |f: fn(&Row) -> Option<f64>| median(rows.iter().filter_map(|r| f(r)).collect());
                 Point {
                     workload: rows[0].workload.clone(),
                     x: rows[0].x,
@@ -288,6 +289,21 @@ const COLORS: [RGBColor; 8] = [
 
 const SIZE: (u32, u32) = (900, 520);
 
+/// Axis numbers: `450k`, `1.2M`, `35`, `0.87`.
+fn fmt_num(v: &f64) -> String {
+    let v = *v;
+    let a = v.abs();
+    if a >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.0}k", v / 1e3)
+    } else if a >= 10.0 || v == v.trunc() {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 /// The charts drawn for one table, by file.
 #[derive(Debug, Default)]
 pub struct Drawn {
@@ -316,7 +332,8 @@ pub fn draw(table: &Table, name: &str, dir: &Path) -> Result<Drawn, Error> {
         }
         v
     };
-    let color = |c: &str| COLORS[contenders.iter().position(|x| x == c).unwrap_or(0) % COLORS.len()];
+    let color =
+        |c: &str| COLORS[contenders.iter().position(|x| x == c).unwrap_or(0) % COLORS.len()];
     let subtitle = &table.comment;
 
     let line_chart = |file: PathBuf,
@@ -333,9 +350,7 @@ pub fn draw(table: &Table, name: &str, dir: &Path) -> Result<Drawn, Error> {
         let y_max = pts.iter().filter_map(|p| value(p)).fold(0.0, f64::max) * 1.15;
         let root = BitMapBackend::new(&file, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
-        let root = root
-            .titled(&title, ("sans-serif", 22))
-            .map_err(draw_err)?;
+        let root = root.titled(&title, ("sans-serif", 22)).map_err(draw_err)?;
         let (top, body) = root.split_vertically(22);
         top.draw(&Text::new(
             subtitle.clone(),
@@ -350,7 +365,8 @@ pub fn draw(table: &Table, name: &str, dir: &Path) -> Result<Drawn, Error> {
             .x_label_area_size(40)
             .y_label_area_size(70);
         let series = |chart_points: &[&Point]| {
-            let mut lines: Vec<(String, RGBColor, Vec<(f64, f64)>)> = Vec::new();
+            let mut lines: Vec<(String, RGBColor, usize, Vec<(f64, f64)>)> = Vec::new();
+            let mut workloads: Vec<&str> = Vec::new();
             for p in chart_points {
                 let label = if points.iter().any(|q| q.workload != p.workload) {
                     format!("{} {}", p.contender, p.workload)
@@ -358,9 +374,13 @@ pub fn draw(table: &Table, name: &str, dir: &Path) -> Result<Drawn, Error> {
                     p.contender.clone()
                 };
                 let y = value(p).unwrap_or_default();
+                if !workloads.contains(&p.workload.as_str()) {
+                    workloads.push(&p.workload);
+                }
+                let wi = workloads.iter().position(|w| *w == p.workload).unwrap_or(0);
                 match lines.iter_mut().find(|l| l.0 == label) {
-                    Some(l) => l.2.push((p.x, y)),
-                    None => lines.push((label, color(&p.contender), vec![(p.x, y)])),
+                    Some(l) => l.3.push((p.x, y)),
+                    None => lines.push((label, color(&p.contender), wi, vec![(p.x, y)])),
                 }
             }
             lines
@@ -373,20 +393,28 @@ pub fn draw(table: &Table, name: &str, dir: &Path) -> Result<Drawn, Error> {
                     .configure_mesh()
                     .x_desc(first.x_name.as_str())
                     .y_desc(y_desc.as_str())
+                    .x_label_formatter(&fmt_num)
+                    .y_label_formatter(&fmt_num)
                     .light_line_style(WHITE.mix(0.0))
                     .draw()
                     .map_err(draw_err)?;
-                for (i, (label, c, data)) in lines.iter().enumerate() {
-                    let c = *c;
-                    // Workloads of one contender: same color, other marks.
-                    let style = ShapeStyle::from(&c).stroke_width(if i % 2 == 0 { 3 } else { 2 });
+                for (label, c, wi, data) in &lines {
+                    // Workloads of one contender: its color, lighter and
+                    // thinner for each further workload.
+                    let c = c.mix(1.0 - 0.4 * (*wi % 2) as f64);
+                    let width = if *wi % 2 == 0 { 3 } else { 2 };
                     chart
-                        .draw_series(LineSeries::new(data.clone(), style))
+                        .draw_series(LineSeries::new(data.clone(), c.stroke_width(width)))
                         .map_err(draw_err)?
                         .label(label.as_str())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(width))
+                        });
                     chart
-                        .draw_series(data.iter().map(|&(x, y)| Circle::new((x, y), 4, c.filled())))
+                        .draw_series(
+                            data.iter()
+                                .map(|&(x, y)| Circle::new((x, y), 4, c.filled())),
+                        )
                         .map_err(draw_err)?;
                 }
                 chart
@@ -399,14 +427,18 @@ pub fn draw(table: &Table, name: &str, dir: &Path) -> Result<Drawn, Error> {
             }};
         }
         if log_x {
-            plot!(builder
-                .build_cartesian_2d((x_min * 0.8..x_max * 1.25).log_scale(), 0.0..y_max)
-                .map_err(draw_err)?);
+            plot!(
+                builder
+                    .build_cartesian_2d((x_min * 0.8..x_max * 1.25).log_scale(), 0.0..y_max)
+                    .map_err(draw_err)?
+            );
         } else {
             let pad = ((x_max - x_min) * 0.08).max(0.5);
-            plot!(builder
-                .build_cartesian_2d(x_min - pad..x_max + pad, 0.0..y_max)
-                .map_err(draw_err)?);
+            plot!(
+                builder
+                    .build_cartesian_2d(x_min - pad..x_max + pad, 0.0..y_max)
+                    .map_err(draw_err)?
+            );
         }
         body.present().map_err(draw_err)?;
         Ok(Some(file.clone()))
@@ -445,7 +477,10 @@ fn latency_chart(
     x_name: &str,
     dir: &Path,
 ) -> Result<Option<PathBuf>, Error> {
-    let pts: Vec<&Point> = points.iter().filter(|p| p.p50_us.is_some() || p.p99_us.is_some()).collect();
+    let pts: Vec<&Point> = points
+        .iter()
+        .filter(|p| p.p50_us.is_some() || p.p99_us.is_some())
+        .collect();
     if pts.is_empty() {
         return Ok(None);
     }
@@ -500,6 +535,7 @@ fn latency_chart(
         })
         .x_desc(format!("workload × {x_name}"))
         .y_desc("µs")
+        .y_label_formatter(&fmt_num)
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(draw_err)?;
@@ -521,11 +557,16 @@ fn latency_chart(
             .draw_series(mine.iter().filter_map(|(x, p)| {
                 let top = p.p999_us.or(p.p99_us)?;
                 let bottom = p.p50_us.unwrap_or(top);
-                Some(PathElement::new(vec![(*x, bottom), (*x, top)], color.stroke_width(2)))
+                Some(PathElement::new(
+                    vec![(*x, bottom), (*x, top)],
+                    color.stroke_width(2),
+                ))
             }))
             .map_err(draw_err)?
             .label(c.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+            });
         chart
             .draw_series(
                 mine.iter()
@@ -533,16 +574,16 @@ fn latency_chart(
             )
             .map_err(draw_err)?;
         chart
-            .draw_series(
-                mine.iter()
-                    .filter_map(|(x, p)| p.p99_us.map(|v| TriangleMarker::new((*x, v), 6, color.filled()))),
-            )
+            .draw_series(mine.iter().filter_map(|(x, p)| {
+                p.p99_us
+                    .map(|v| TriangleMarker::new((*x, v), 6, color.filled()))
+            }))
             .map_err(draw_err)?;
         chart
-            .draw_series(
-                mine.iter()
-                    .filter_map(|(x, p)| p.p999_us.map(|v| Cross::new((*x, v), 5, color.stroke_width(2)))),
-            )
+            .draw_series(mine.iter().filter_map(|(x, p)| {
+                p.p999_us
+                    .map(|v| Cross::new((*x, v), 5, color.stroke_width(2)))
+            }))
             .map_err(draw_err)?;
     }
     chart
