@@ -289,6 +289,9 @@ const COLORS: [RGBColor; 8] = [
 
 const SIZE: (u32, u32) = (900, 520);
 
+/// One line of a chart: label, contender color, workload index, points.
+type Line = (String, RGBColor, usize, Vec<(f64, f64)>);
+
 /// Axis numbers: `450k`, `1.2M`, `35`, `0.87`.
 fn fmt_num(v: &f64) -> String {
     let v = *v;
@@ -347,7 +350,7 @@ pub fn draw(table: &Table, name: &str, dir: &Path) -> Result<Drawn, Error> {
         }
         let xs = pts.iter().map(|p| p.x);
         let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
-        let y_max = pts.iter().filter_map(|p| value(p)).fold(0.0, f64::max) * 1.15;
+        let y_max = pts.iter().filter_map(|p| value(p)).fold(0.0, f64::max) * 1.5; // headroom for the legend
         let root = BitMapBackend::new(&file, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
         let root = root.titled(&title, ("sans-serif", 22)).map_err(draw_err)?;
@@ -365,7 +368,7 @@ pub fn draw(table: &Table, name: &str, dir: &Path) -> Result<Drawn, Error> {
             .x_label_area_size(40)
             .y_label_area_size(70);
         let series = |chart_points: &[&Point]| {
-            let mut lines: Vec<(String, RGBColor, usize, Vec<(f64, f64)>)> = Vec::new();
+            let mut lines: Vec<Line> = Vec::new();
             let mut workloads: Vec<&str> = Vec::new();
             for p in chart_points {
                 let label = if points.iter().any(|q| q.workload != p.workload) {
@@ -535,6 +538,7 @@ fn latency_chart(
         })
         .x_desc(format!("workload × {x_name}"))
         .y_desc("µs")
+        .y_labels(12)
         .y_label_formatter(&fmt_num)
         .light_line_style(WHITE.mix(0.0))
         .draw()
