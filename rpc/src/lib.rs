@@ -64,7 +64,7 @@
 //! bytes without allocating; the response is encoded once, straight into the
 //! output buffer, its lengths computed first.
 //!
-//! Feature `dns` (default) adds DNS discovery ([`cluster::DnsDiscover`]);
+//! Feature `dns` (not a default) adds DNS discovery ([`cluster::DnsDiscover`]);
 //! feature `etcd` adds etcd discovery and registration
 //! ([`cluster::EtcdDiscover`], [`cluster::EtcdRegistrar`]; its build needs
 //! `protoc`).

@@ -289,6 +289,9 @@ const COLORS: [RGBColor; 8] = [
 
 const SIZE: (u32, u32) = (900, 520);
 
+/// A chart to draw: file name, title, y-axis name, the value plotted.
+type ChartSpec = (String, String, String, fn(&Point) -> Option<f64>);
+
 /// One line of a chart: label, contender color, workload index, points.
 type Line = (String, RGBColor, usize, Vec<(f64, f64)>);
 
@@ -362,6 +365,8 @@ pub fn draw(table: &Table, name: &str, dir: &Path) -> Result<Drawn, Error> {
         ))
         .map_err(draw_err)?;
         let log_x = x_min > 0.0 && x_max / x_min >= 10.0;
+        // One swept value (udp, accept): ticks at it and one either side.
+        let x_labels = if x_max == x_min { 3 } else { 10 };
         let mut builder = ChartBuilder::on(&body);
         builder
             .margin(14)
@@ -396,6 +401,7 @@ pub fn draw(table: &Table, name: &str, dir: &Path) -> Result<Drawn, Error> {
                     .configure_mesh()
                     .x_desc(first.x_name.as_str())
                     .y_desc(y_desc.as_str())
+                    .x_labels(x_labels)
                     .x_label_formatter(&fmt_num)
                     .y_label_formatter(&fmt_num)
                     .light_line_style(WHITE.mix(0.0))
@@ -436,7 +442,11 @@ pub fn draw(table: &Table, name: &str, dir: &Path) -> Result<Drawn, Error> {
                     .map_err(draw_err)?
             );
         } else {
-            let pad = ((x_max - x_min) * 0.08).max(0.5);
+            let pad = if x_max == x_min {
+                1.0
+            } else {
+                ((x_max - x_min) * 0.08).max(0.5)
+            };
             plot!(
                 builder
                     .build_cartesian_2d(x_min - pad..x_max + pad, 0.0..y_max)
@@ -448,26 +458,139 @@ pub fn draw(table: &Table, name: &str, dir: &Path) -> Result<Drawn, Error> {
     };
 
     let unit = &first.throughput_unit;
-    if let Some(f) = line_chart(
-        dir.join(format!("{name}-throughput.png")),
-        format!("{name}: throughput ({unit}, median of rounds)"),
-        unit.clone(),
-        |p| p.throughput,
-    )? {
-        drawn.files.push(f);
-    }
-    if let Some(f) = line_chart(
-        dir.join(format!("{name}-cpu.png")),
-        format!("{name}: server CPU per operation (µs, median of rounds)"),
-        "server CPU µs / op".into(),
-        |p| p.cpu_us_per_op,
-    )? {
-        drawn.files.push(f);
+    // Many workloads (redis commands) make a tangle of lines: bars then.
+    let workloads = {
+        let mut w: Vec<&str> = points.iter().map(|p| p.workload.as_str()).collect();
+        w.dedup();
+        w.len()
+    };
+    let charts: [ChartSpec; 2] = [
+        (
+            format!("{name}-throughput.png"),
+            format!("{name}: throughput ({unit}, median of rounds)"),
+            unit.clone(),
+            |p| p.throughput,
+        ),
+        (
+            format!("{name}-cpu.png"),
+            format!("{name}: server CPU per operation (µs, median of rounds)"),
+            "server CPU µs / op".into(),
+            |p| p.cpu_us_per_op,
+        ),
+    ];
+    for (file, title, y_desc, value) in charts {
+        let file = dir.join(file);
+        let done = if workloads > 4 {
+            bar_chart(
+                &points,
+                &contenders,
+                file,
+                &title,
+                subtitle,
+                &first.x_name,
+                &y_desc,
+                value,
+            )?
+        } else {
+            line_chart(file, title, y_desc, value)?
+        };
+        drawn.files.extend(done);
     }
     if let Some(f) = latency_chart(&points, &contenders, name, subtitle, &first.x_name, dir)? {
         drawn.files.push(f);
     }
     Ok(drawn)
+}
+
+/// One bar per contender at each (workload, x), side by side.
+#[allow(clippy::too_many_arguments)]
+fn bar_chart(
+    points: &[Point],
+    contenders: &[String],
+    file: PathBuf,
+    title: &str,
+    subtitle: &str,
+    x_name: &str,
+    y_desc: &str,
+    value: fn(&Point) -> Option<f64>,
+) -> Result<Option<PathBuf>, Error> {
+    let pts: Vec<&Point> = points.iter().filter(|p| value(p).is_some()).collect();
+    if pts.is_empty() {
+        return Ok(None);
+    }
+    let mut cats: Vec<(String, f64)> = Vec::new();
+    for p in &pts {
+        if !cats.iter().any(|c| c.0 == p.workload && c.1 == p.x) {
+            cats.push((p.workload.clone(), p.x));
+        }
+    }
+    let n = cats.len();
+    let y_max = pts.iter().filter_map(|p| value(p)).fold(0.0, f64::max) * 1.25;
+    // Room for a label such as "lrange_600 ×16" under every category.
+    let width = (100 * n as u32 + 120).max(SIZE.0);
+    let root = BitMapBackend::new(&file, (width, SIZE.1)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_err)?;
+    let root = root.titled(title, ("sans-serif", 22)).map_err(draw_err)?;
+    let (top, body) = root.split_vertically(22);
+    top.draw(&Text::new(
+        subtitle.to_owned(),
+        (10, 4),
+        ("sans-serif", 12).into_font().color(&BLACK.mix(0.6)),
+    ))
+    .map_err(draw_err)?;
+    let mut chart = ChartBuilder::on(&body)
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..y_max)
+        .map_err(draw_err)?;
+    let labels = cats.clone();
+    chart
+        .configure_mesh()
+        .x_labels(n.max(1))
+        .x_label_formatter(&move |v| {
+            let i = v.round();
+            if (v - i).abs() > 0.01 || i < 0.0 {
+                return String::new();
+            }
+            labels
+                .get(i as usize)
+                .map(|(w, x)| format!("{w} ×{x}"))
+                .unwrap_or_default()
+        })
+        .x_label_style(("sans-serif", 12))
+        .x_desc(format!("workload × {x_name}"))
+        .y_desc(y_desc)
+        .y_label_formatter(&fmt_num)
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(draw_err)?;
+    let w = 0.8 / contenders.len().max(1) as f64;
+    for (ci, c) in contenders.iter().enumerate() {
+        let color = COLORS[ci % COLORS.len()];
+        let left = -0.4 + w * ci as f64;
+        chart
+            .draw_series(pts.iter().filter(|p| &p.contender == c).filter_map(|p| {
+                let i = cats.iter().position(|k| k.0 == p.workload && k.1 == p.x)? as f64;
+                let v = value(p)?;
+                Some(Rectangle::new(
+                    [(i + left, 0.0), (i + left + w * 0.9, v)],
+                    color.filled(),
+                ))
+            }))
+            .map_err(draw_err)?
+            .label(c.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(draw_err)?;
+    body.present().map_err(draw_err)?;
+    Ok(Some(file.clone()))
 }
 
 /// p50 / p99 / p99.9 per contender at each (workload, x): one column of
