@@ -1,6 +1,7 @@
-//! Closed-loop RPC load for `demo` and `rpc-bench`: `concurrency` callers
-//! on one thread (a tokio current-thread runtime), each sending an echo
-//! request, awaiting its response, checking it and sending the next one.
+//! Closed-loop RPC load for `demo`, `rpc-bench` and (in ferropoll-baselines)
+//! `tonic-bench`: `concurrency` callers on one thread (a tokio current-thread
+//! runtime), each sending an echo request, awaiting its response, checking it
+//! and sending the next one.
 //! Latencies go into an HDR histogram (µs); the warm-up is not recorded.
 //!
 //! The same driver runs the ferropoll client and the tonic client, so the
