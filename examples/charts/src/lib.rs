@@ -622,6 +622,9 @@ fn latency_chart(
         .flatten()
         .filter(|v| *v > 0.0);
     let (lo, hi) = all.fold((f64::MAX, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
+    if hi <= 0.0 {
+        return Ok(None); // no positive latency to put on a log scale
+    }
     let file = dir.join(format!("{name}-latency.png"));
     let root = BitMapBackend::new(&file, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(draw_err)?;
