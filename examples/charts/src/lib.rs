@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 
 /// The CSV columns, in order, as `examples/bench/lib.sh` writes them.
@@ -226,18 +227,9 @@ impl Table {
     /// Medians over rounds, ordered by workload (first seen first), x and
     /// contender (first seen first).
     pub fn medians(&self) -> Vec<Point> {
-        let order = |f: fn(&Row) -> &str| {
-            let mut seen: Vec<String> = Vec::new();
-            for r in &self.rows {
-                if !seen.iter().any(|s| s == f(r)) {
-                    seen.push(f(r).to_owned());
-                }
-            }
-            seen
-        };
-        let workloads = order(|r| &r.workload);
-        let contenders = order(|r| &r.contender);
-        let pos = |v: &[String], s: &str| v.iter().position(|x| x == s).unwrap_or(usize::MAX);
+        let workloads = first_seen(self.rows.iter().map(|r| r.workload.as_str()));
+        let contenders = first_seen(self.rows.iter().map(|r| r.contender.as_str()));
+        let pos = |v: &[&str], s: &str| v.iter().position(|x| *x == s).unwrap_or(usize::MAX);
         type Key = (usize, u64, usize);
         let mut groups: BTreeMap<Key, Vec<&Row>> = BTreeMap::new();
         for r in &self.rows {
@@ -295,6 +287,70 @@ type ChartSpec = (String, String, String, fn(&Point) -> Option<f64>);
 /// One line of a chart: label, contender color, workload index, points.
 type Line = (String, RGBColor, usize, Vec<(f64, f64)>);
 
+/// The distinct items, in the order first seen.
+fn first_seen<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut seen = Vec::new();
+    for item in items {
+        if !seen.contains(&item) {
+            seen.push(item);
+        }
+    }
+    seen
+}
+
+/// The (workload, x) points along a category axis, first seen first.
+fn categories(pts: &[&Point]) -> Vec<(String, f64)> {
+    first_seen(pts.iter().map(|p| (p.workload.clone(), p.x)))
+}
+
+/// The label of category axis position `v`: "workload ×x" at a category,
+/// nothing between them.
+fn category_label(cats: &[(String, f64)], v: f64) -> String {
+    let i = v.round();
+    if (v - i).abs() > 0.01 || i < 0.0 {
+        return String::new();
+    }
+    cats.get(i as usize)
+        .map(|(w, x)| format!("{w} ×{x}"))
+        .unwrap_or_default()
+}
+
+/// A white `size` canvas on `file` with `title` and the `subtitle` line
+/// (the CSV's comment) above it; returns the area left for the chart.
+fn frame<'a>(
+    file: &'a Path,
+    size: (u32, u32),
+    title: &str,
+    subtitle: &str,
+) -> Result<DrawingArea<BitMapBackend<'a>, Shift>, Error> {
+    let root = BitMapBackend::new(file, size).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_err)?;
+    let root = root.titled(title, ("sans-serif", 22)).map_err(draw_err)?;
+    let (top, body) = root.split_vertically(22);
+    top.draw(&Text::new(
+        subtitle.to_owned(),
+        (10, 4),
+        ("sans-serif", 12).into_font().color(&BLACK.mix(0.6)),
+    ))
+    .map_err(draw_err)?;
+    Ok(body)
+}
+
+/// The legend of the series drawn so far, top left.
+fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>) -> Result<(), Error>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(draw_err)
+}
+
 /// Axis numbers: `450k`, `1.2M`, `35`, `0.87`.
 fn fmt_num(v: &f64) -> String {
     let v = *v;
@@ -329,15 +385,7 @@ pub fn draw(table: &Table, name: &str, dir: &Path) -> Result<Drawn, Error> {
         return Err(Error::Draw(format!("{name}: no rows")));
     };
     let mut drawn = Drawn::default();
-    let contenders: Vec<String> = {
-        let mut v: Vec<String> = Vec::new();
-        for p in &points {
-            if !v.contains(&p.contender) {
-                v.push(p.contender.clone());
-            }
-        }
-        v
-    };
+    let contenders = first_seen(points.iter().map(|p| p.contender.clone()));
     let color =
         |c: &str| COLORS[contenders.iter().position(|x| x == c).unwrap_or(0) % COLORS.len()];
     let subtitle = &table.comment;
@@ -354,16 +402,7 @@ pub fn draw(table: &Table, name: &str, dir: &Path) -> Result<Drawn, Error> {
         let xs = pts.iter().map(|p| p.x);
         let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
         let y_max = pts.iter().filter_map(|p| value(p)).fold(0.0, f64::max) * 1.5; // headroom for the legend
-        let root = BitMapBackend::new(&file, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_err)?;
-        let root = root.titled(&title, ("sans-serif", 22)).map_err(draw_err)?;
-        let (top, body) = root.split_vertically(22);
-        top.draw(&Text::new(
-            subtitle.clone(),
-            (10, 4),
-            ("sans-serif", 12).into_font().color(&BLACK.mix(0.6)),
-        ))
-        .map_err(draw_err)?;
+        let body = frame(&file, SIZE, &title, subtitle)?;
         let log_x = x_min > 0.0 && x_max / x_min >= 10.0;
         // One swept value (udp, accept): ticks at it and one either side.
         let x_labels = if x_max == x_min { 3 } else { 10 };
@@ -426,13 +465,7 @@ pub fn draw(table: &Table, name: &str, dir: &Path) -> Result<Drawn, Error> {
                         )
                         .map_err(draw_err)?;
                 }
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperLeft)
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK.mix(0.4))
-                    .draw()
-                    .map_err(draw_err)?;
+                draw_legend(&mut chart)?;
             }};
         }
         if log_x {
@@ -518,46 +551,22 @@ fn bar_chart(
     if pts.is_empty() {
         return Ok(None);
     }
-    let mut cats: Vec<(String, f64)> = Vec::new();
-    for p in &pts {
-        if !cats.iter().any(|c| c.0 == p.workload && c.1 == p.x) {
-            cats.push((p.workload.clone(), p.x));
-        }
-    }
+    let cats = categories(&pts);
     let n = cats.len();
     let y_max = pts.iter().filter_map(|p| value(p)).fold(0.0, f64::max) * 1.25;
     // Room for a label such as "lrange_600 ×16" under every category.
     let width = (100 * n as u32 + 120).max(SIZE.0);
-    let root = BitMapBackend::new(&file, (width, SIZE.1)).into_drawing_area();
-    root.fill(&WHITE).map_err(draw_err)?;
-    let root = root.titled(title, ("sans-serif", 22)).map_err(draw_err)?;
-    let (top, body) = root.split_vertically(22);
-    top.draw(&Text::new(
-        subtitle.to_owned(),
-        (10, 4),
-        ("sans-serif", 12).into_font().color(&BLACK.mix(0.6)),
-    ))
-    .map_err(draw_err)?;
+    let body = frame(&file, (width, SIZE.1), title, subtitle)?;
     let mut chart = ChartBuilder::on(&body)
         .margin(14)
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..y_max)
         .map_err(draw_err)?;
-    let labels = cats.clone();
     chart
         .configure_mesh()
         .x_labels(n.max(1))
-        .x_label_formatter(&move |v| {
-            let i = v.round();
-            if (v - i).abs() > 0.01 || i < 0.0 {
-                return String::new();
-            }
-            labels
-                .get(i as usize)
-                .map(|(w, x)| format!("{w} ×{x}"))
-                .unwrap_or_default()
-        })
+        .x_label_formatter(&|v| category_label(&cats, *v))
         .x_label_style(("sans-serif", 12))
         .x_desc(format!("workload × {x_name}"))
         .y_desc(y_desc)
@@ -582,13 +591,7 @@ fn bar_chart(
             .label(c.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()
-        .map_err(draw_err)?;
+    draw_legend(&mut chart)?;
     body.present().map_err(draw_err)?;
     Ok(Some(file.clone()))
 }
@@ -610,12 +613,7 @@ fn latency_chart(
     if pts.is_empty() {
         return Ok(None);
     }
-    let mut cats: Vec<(String, f64)> = Vec::new();
-    for p in &pts {
-        if !cats.iter().any(|c| c.0 == p.workload && c.1 == p.x) {
-            cats.push((p.workload.clone(), p.x));
-        }
-    }
+    let cats = categories(&pts);
     let all = pts
         .iter()
         .flat_map(|p| [p.p50_us, p.p99_us, p.p999_us])
@@ -626,21 +624,8 @@ fn latency_chart(
         return Ok(None); // no positive latency to put on a log scale
     }
     let file = dir.join(format!("{name}-latency.png"));
-    let root = BitMapBackend::new(&file, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(draw_err)?;
-    let root = root
-        .titled(
-            &format!("{name}: latency p50 ● p99 ▲ p99.9 ✕ (µs, log scale)"),
-            ("sans-serif", 22),
-        )
-        .map_err(draw_err)?;
-    let (top, body) = root.split_vertically(22);
-    top.draw(&Text::new(
-        subtitle.to_owned(),
-        (10, 4),
-        ("sans-serif", 12).into_font().color(&BLACK.mix(0.6)),
-    ))
-    .map_err(draw_err)?;
+    let title = format!("{name}: latency p50 ● p99 ▲ p99.9 ✕ (µs, log scale)");
+    let body = frame(&file, SIZE, &title, subtitle)?;
     let n = cats.len();
     let mut chart = ChartBuilder::on(&body)
         .margin(14)
@@ -648,20 +633,10 @@ fn latency_chart(
         .y_label_area_size(70)
         .build_cartesian_2d(-0.5..n as f64 - 0.5, (lo * 0.7..hi * 1.6).log_scale())
         .map_err(draw_err)?;
-    let labels = cats.clone();
     chart
         .configure_mesh()
         .x_labels(n.max(1))
-        .x_label_formatter(&move |v| {
-            let i = v.round();
-            if (v - i).abs() > 0.01 || i < 0.0 {
-                return String::new();
-            }
-            labels
-                .get(i as usize)
-                .map(|(w, x)| format!("{w} ×{x}"))
-                .unwrap_or_default()
-        })
+        .x_label_formatter(&|v| category_label(&cats, *v))
         .x_desc(format!("workload × {x_name}"))
         .y_desc("µs")
         .y_labels(12)
@@ -716,13 +691,7 @@ fn latency_chart(
             }))
             .map_err(draw_err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()
-        .map_err(draw_err)?;
+    draw_legend(&mut chart)?;
     body.present().map_err(draw_err)?;
     Ok(Some(file.clone()))
 }
