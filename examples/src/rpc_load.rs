@@ -30,6 +30,44 @@ pub struct LoadConfig {
     pub warmup: Duration,
 }
 
+/// The command-line options `rpc-bench` and `tonic-bench` share; each
+/// flattens them into its own arguments (address, client options).
+#[derive(clap::Args, Clone, Debug)]
+pub struct LoadArgs {
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 50)]
+    pub concurrency: usize,
+    /// Payload bytes per call.
+    #[arg(long, default_value_t = 128)]
+    pub size: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub secs: f64,
+    /// Warm-up seconds (not measured).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Per-call timeout in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+}
+
+impl LoadArgs {
+    /// The load these options describe (at least one call in flight).
+    pub fn config(&self) -> LoadConfig {
+        LoadConfig {
+            concurrency: self.concurrency.max(1),
+            size: self.size,
+            duration: Duration::from_secs_f64(self.secs),
+            warmup: Duration::from_secs_f64(self.warmup),
+        }
+    }
+
+    /// The per-call timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
 /// Counters a progress display may read while the load runs.
 #[derive(Debug, Default)]
 pub struct LoadProgress {
@@ -63,6 +101,21 @@ impl LoadReport {
     /// Latency percentile `q` (0–100) in µs.
     pub fn percentile_us(&self, q: f64) -> u64 {
         self.latency_us.value_at_percentile(q)
+    }
+
+    /// Ends a load generator's run: the first error (if any) on stderr,
+    /// prefixed by `tool`, then the summary line with the load's shape and
+    /// `client=<client>` on stdout.
+    pub fn print(&self, tool: &str, cfg: &LoadConfig, client: &str) {
+        if let Some(e) = &self.first_error {
+            eprintln!("{tool}: first error: {e}");
+        }
+        println!(
+            "{} concurrency={} size={} client={client}",
+            self.summary_line(),
+            cfg.concurrency,
+            cfg.size,
+        );
     }
 
     /// The one-line `key=value` summary `rpc-bench` ends with.

@@ -10,11 +10,10 @@
 //! qps=.. p50_us=.. p99_us=.. p999_us=.. errors=.. total=.. secs=..
 //! ```
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use ferropoll_baselines::echo as tn;
-use ferropoll_examples::rpc_load::{self, LoadConfig, LoadProgress};
+use ferropoll_examples::rpc_load::{self, LoadArgs, LoadProgress};
 
 /// Unary echo gRPC load generator (tonic client).
 #[derive(Parser, Debug)]
@@ -22,35 +21,17 @@ struct Args {
     /// Server address (host:port).
     #[arg(long, default_value = "127.0.0.1:9300")]
     addr: String,
-    /// Calls in flight at once.
-    #[arg(long, default_value_t = 50)]
-    concurrency: usize,
-    /// Payload bytes per call.
-    #[arg(long, default_value_t = 128)]
-    size: usize,
-    /// Measured seconds.
-    #[arg(long, default_value_t = 5.0)]
-    secs: f64,
-    /// Warm-up seconds (not measured).
-    #[arg(long, default_value_t = 1.0)]
-    warmup: f64,
-    /// Per-call timeout in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    timeout_ms: u64,
+    #[command(flatten)]
+    load: LoadArgs,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let cfg = LoadConfig {
-        concurrency: args.concurrency.max(1),
-        size: args.size,
-        duration: Duration::from_secs_f64(args.secs),
-        warmup: Duration::from_secs_f64(args.warmup),
-    };
+    let cfg = args.load.config();
     let progress = Arc::new(LoadProgress::default());
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))?
         .tcp_nodelay(true)
-        .timeout(Duration::from_millis(args.timeout_ms));
+        .timeout(args.load.timeout());
     let report = rpc_load::run(&cfg, progress, move || {
         // The channel's connection task runs on the load's runtime.
         let client = tn::echo_client::EchoClient::new(endpoint.connect_lazy());
@@ -65,14 +46,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     });
-    if let Some(e) = &report.first_error {
-        eprintln!("tonic-bench: first error: {e}");
-    }
-    println!(
-        "{} concurrency={} size={} client=tonic",
-        report.summary_line(),
-        cfg.concurrency,
-        cfg.size,
-    );
+    report.print("tonic-bench", &cfg, "tonic");
     Ok(())
 }
