@@ -8,6 +8,22 @@ pub mod resp;
 pub mod rpc_load;
 pub mod udp_load;
 
+/// The tokio runtime of a `--threads N` load generator or baseline server:
+/// the current-thread runtime for 1 (tokio's fastest setup on one core),
+/// else the multi-thread runtime with N workers; timers and I/O enabled.
+pub fn tokio_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
 /// Runs a future to completion on this thread, parking between polls: all
 /// a ferropoll `CallFuture` needs (it is woken from the client's loop
 /// thread), to show it works outside any async runtime.

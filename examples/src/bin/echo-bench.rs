@@ -72,16 +72,7 @@ struct Shared {
 
 fn main() -> io::Result<()> {
     let args = Args::parse();
-    let rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()?
-    };
+    let rt = ferropoll_examples::tokio_runtime(args.threads)?;
     rt.block_on(async move {
         match args.idle {
             Some(n) => idle(&args, n).await,

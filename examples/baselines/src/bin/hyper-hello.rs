@@ -54,16 +54,7 @@ async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallib
 
 fn main() -> io::Result<()> {
     let args = Args::parse();
-    let rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()?
-    };
+    let rt = ferropoll_examples::tokio_runtime(args.threads)?;
     rt.block_on(async move {
         let listener = TcpListener::bind(&args.addr).await?;
         eprintln!(

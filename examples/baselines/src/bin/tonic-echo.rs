@@ -20,16 +20,7 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()?
-    };
+    let rt = ferropoll_examples::tokio_runtime(args.threads)?;
     eprintln!(
         "tonic-echo: echo.Echo on {} ({} threads)",
         args.addr, args.threads
