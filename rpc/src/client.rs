@@ -13,6 +13,7 @@ use crate::call::{CallFuture, CallTable};
 use crate::cluster::{ClusterBuilder, ClusterCore, Discover, InstanceStats};
 use crate::codec::{self, Limits, MessageType, ProtocolError, RequestHead};
 use crate::context::PeerAddr;
+use crate::keepalive::Keepalive;
 use crate::metadata::Metadata;
 use crate::net_client::{NetClient, Target};
 use crate::server::{ServerConn, ServerEngine};
@@ -129,6 +130,15 @@ pub struct ClientOptions {
     /// fail at once with the same UNAVAILABLE for this long instead of each
     /// dialing again. Default 100 ms.
     pub reconnect_backoff: Duration,
+    /// Pings that find a server gone silent (partitioned, frozen) and fail
+    /// its calls UNAVAILABLE instead of letting them wait for their
+    /// deadlines; see [`Keepalive`]. Default on: 1 s interval, 2 s timeout.
+    /// `None`: off.
+    pub keepalive: Option<Keepalive>,
+    /// `TCP_USER_TIMEOUT` of the client's TCP connections: the kernel
+    /// closes a connection whose sent data stays unacknowledged this long.
+    /// Default 10 s; `None`: the kernel's default (about 15 minutes).
+    pub tcp_user_timeout: Option<Duration>,
 }
 
 impl Default for ClientOptions {
@@ -139,6 +149,8 @@ impl Default for ClientOptions {
             connections: 1,
             limits: Limits::default(),
             reconnect_backoff: Duration::from_millis(100),
+            keepalive: Some(Keepalive::default()),
+            tcp_user_timeout: Some(Duration::from_secs(10)),
         }
     }
 }

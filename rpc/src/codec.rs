@@ -215,6 +215,12 @@ pub enum ProtocolError {
     },
     /// The peer sent an ERROR frame: it is closing the connection.
     PeerError(Status),
+    /// The peer pinged more often than the server's
+    /// [`PingPolicy`](crate::PingPolicy) allows.
+    TooManyPings {
+        /// Strikes in a row (pings too close together, no request between).
+        strikes: u32,
+    },
     /// The buffer refused an operation its length allowed (a bug in the buffer).
     Buffer(ferropoll_linkbuffer::Error),
 }
@@ -223,9 +229,9 @@ impl ProtocolError {
     /// The status to send in the ERROR frame that announces the close.
     pub fn status(&self) -> Status {
         let code = match self {
-            ProtocolError::FrameTooLarge { .. } | ProtocolError::HeaderTooLarge { .. } => {
-                Code::ResourceExhausted
-            }
+            ProtocolError::FrameTooLarge { .. }
+            | ProtocolError::HeaderTooLarge { .. }
+            | ProtocolError::TooManyPings { .. } => Code::ResourceExhausted,
             ProtocolError::UnsupportedVersion { .. } => Code::Unimplemented,
             ProtocolError::PeerError(s) => return s.clone(),
             ProtocolError::Buffer(_) => Code::Internal,
@@ -269,6 +275,10 @@ impl fmt::Display for ProtocolError {
                 write!(f, "{count} metadata entries exceed the limit of {max}")
             }
             ProtocolError::PeerError(s) => write!(f, "peer closed the connection: {s}"),
+            ProtocolError::TooManyPings { strikes } => write!(
+                f,
+                "too many pings ({strikes} in a row closer together than the server allows)"
+            ),
             ProtocolError::Buffer(e) => write!(f, "buffer error: {e:?}"),
         }
     }

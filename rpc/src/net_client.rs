@@ -29,11 +29,16 @@
 //! picks it sees `!is_active()` and dials a new one. After a failed dial,
 //! calls to that slot fail fast with the same UNAVAILABLE for
 //! [`ClientOptions::reconnect_backoff`].
+//!
+//! With [`ClientOptions::keepalive`] on, the timer thread also pings every
+//! connection on which nothing was read for the keepalive interval and
+//! closes one that stays silent for the keepalive timeout after its ping
+//! (see [`Keepalive`]); the cluster client ejects its instance at once.
 
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -44,8 +49,9 @@ use prost::Message;
 
 use crate::call::{CallFuture, Flush};
 use crate::client::{CallOptions, ClientOptions, ClientSession};
-use crate::codec::Limits;
+use crate::codec::{self, Limits};
 use crate::deadline_timer::{DeadlineTimer, Expire};
+use crate::keepalive::{Keepalive, instant_of, now_ns};
 use crate::net_server::announce_partial_frame;
 use crate::status::{Code, Status};
 
@@ -76,6 +82,16 @@ pub(crate) struct ConnSession {
     pending: AtomicBool,
     /// A caller is moving staged bytes to the socket.
     flushing: AtomicBool,
+    keepalive: Option<Keepalive>,
+    /// When bytes last arrived ([`now_ns`]); kept only with keepalive on.
+    last_input: AtomicU64,
+    /// When the unanswered keepalive ping went out (0: none).
+    ping_sent: AtomicU64,
+    /// The keepalive declared the server dead: the status it closed with.
+    dead: OnceLock<Status>,
+    /// Where the keepalive reports a death to the connection's
+    /// [`NetClient`], until the cluster client takes it.
+    report: Arc<Mutex<Option<Status>>>,
 }
 
 impl ConnSession {
@@ -106,6 +122,54 @@ impl ConnSession {
         }
         self.kick();
         call
+    }
+
+    /// The keepalive's step at `now`: pings a connection quiet for the
+    /// interval, closes one still quiet a timeout after its ping. Returns
+    /// when to look again.
+    fn keepalive(&self, now: Instant) -> Option<Instant> {
+        let ka = self.keepalive?;
+        if !self.is_usable() {
+            return None;
+        }
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let now_n = now_ns(now);
+        let last = self.last_input.load(Ordering::Acquire);
+        let ping = self.ping_sent.load(Ordering::Acquire);
+        if ping != 0 {
+            if last < ping {
+                let due = ping.saturating_add(nanos(ka.timeout));
+                if now_n < due {
+                    return Some(instant_of(due, now));
+                }
+                let status = Status::unavailable(format!(
+                    "keepalive: nothing heard from the server for {:?} after a ping; connection closed",
+                    ka.timeout
+                ));
+                tracing::info!(conn = self.conn.id(), peer = %self.conn.peer_addr(), "{status}");
+                let _ = self.dead.set(status.clone());
+                *self.report.lock() = Some(status.clone());
+                self.session.close(status);
+                self.conn.close();
+                return None;
+            }
+            // Answered (or any byte since): the connection lives.
+            self.ping_sent.store(0, Ordering::Release);
+        }
+        let quiet_until = last.saturating_add(nanos(ka.interval));
+        if now_n < quiet_until {
+            return Some(instant_of(quiet_until, now));
+        }
+        if !ka.without_calls && self.session.in_flight() == 0 {
+            return Some(now + ka.interval);
+        }
+        let Ok(seq) = self.session.table().allocate_seq() else {
+            return None; // closed
+        };
+        codec::encode_ping(&mut self.staged.lock(), seq);
+        self.ping_sent.store(now_n, Ordering::Release);
+        self.kick();
+        Some(now + ka.timeout)
     }
 
     /// Sends what is staged, unless another caller is doing so (it will
@@ -176,7 +240,11 @@ impl Expire for Registry {
             .filter_map(|cs| {
                 cs.kick();
                 cs.session.expire(now);
-                cs.session.next_deadline()
+                let keepalive = cs.keepalive(now);
+                match (cs.session.next_deadline(), keepalive) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             })
             .min()
     }
@@ -202,6 +270,10 @@ impl Handler for ClientHandler {
         // Not registered yet: the server cannot have answered anything we
         // sent (we register before sending); leave the bytes for later.
         let Some(cs) = state else { return Ok(()) };
+        if cs.keepalive.is_some() {
+            cs.last_input
+                .store(now_ns(Instant::now()), Ordering::Release);
+        }
         let mut reader = conn.reader();
         match cs.session.handle_input(&mut reader) {
             Ok(_) => {
@@ -235,15 +307,17 @@ pub(crate) struct ClientLoop {
 }
 
 impl ClientLoop {
-    /// Starts one client loop thread whose connections use `limits`.
-    pub(crate) fn start(limits: Limits) -> Result<Arc<ClientLoop>, Status> {
+    /// Starts one client loop thread whose connections use `options`'
+    /// limits and TCP options.
+    pub(crate) fn start(options: &ClientOptions) -> Result<Arc<ClientLoop>, Status> {
         let registry = Arc::new(Registry::default());
         let lp = EventLoop::builder()
             .name("ferropoll-rpc-client")
             .num_loops(1)
+            .tcp_user_timeout(options.tcp_user_timeout)
             .build(ClientHandler {
                 registry: Arc::clone(&registry),
-                limits,
+                limits: options.limits,
             })
             .map_err(|e| Status::unavailable(format!("cannot start the client loop: {e}")))?;
         Ok(Arc::new(ClientLoop {
@@ -273,12 +347,14 @@ pub(crate) struct NetClient {
     shared: Arc<ClientLoop>,
     slots: Box<[RwLock<Slot>]>,
     next: AtomicUsize,
+    /// A connection the keepalive found dead, not yet taken.
+    keepalive_failure: Arc<Mutex<Option<Status>>>,
 }
 
 impl NetClient {
     /// Starts a client loop of its own and dials every connection.
     pub(crate) fn connect(target: Target, options: ClientOptions) -> Result<NetClient, Status> {
-        let shared = ClientLoop::start(options.limits)?;
+        let shared = ClientLoop::start(&options)?;
         let client = NetClient::lazy(target, options, shared);
         for slot in client.slots.iter() {
             let cs = client.dial()?;
@@ -303,17 +379,37 @@ impl NetClient {
             shared,
             slots,
             next: AtomicUsize::new(0),
+            keepalive_failure: Arc::new(Mutex::new(None)),
         }
     }
 
     /// Makes sure the first connection is up, dialing it now if it is not
-    /// (whatever the reconnect backoff says): a health check.
+    /// (whatever the reconnect backoff says), and with keepalive on, that
+    /// the server answers a ping within the keepalive timeout — a frozen
+    /// server's kernel still accepts connections: a health check.
     ///
     /// # Errors
     ///
-    /// UNAVAILABLE when the dial fails.
+    /// UNAVAILABLE when the dial fails; the ping's failure (the connection
+    /// is then closed).
     pub(crate) fn probe(&self) -> Result<(), Status> {
-        self.with_slot(0, false, |_| ())
+        let cs = self.with_slot(0, false, Arc::clone)?;
+        let Some(ka) = self.options.keepalive else {
+            return Ok(());
+        };
+        let call = cs
+            .session
+            .start_ping(&mut cs.staged.lock(), Some(ka.timeout));
+        if call.seq() != 0 {
+            cs.kick();
+        }
+        call.wait().inspect_err(|_| cs.conn.close())
+    }
+
+    /// The status of a connection the keepalive found dead since the last
+    /// call (each death is reported once).
+    pub(crate) fn take_keepalive_failure(&self) -> Option<Status> {
+        self.keepalive_failure.lock().take()
     }
 
     /// Whether some connection was dialed and is not usable any more (the
@@ -347,6 +443,11 @@ impl NetClient {
             staged: Mutex::new(LinkBuffer::new()),
             pending: AtomicBool::new(false),
             flushing: AtomicBool::new(false),
+            keepalive: self.options.keepalive,
+            last_input: AtomicU64::new(now_ns(Instant::now())),
+            ping_sent: AtomicU64::new(0),
+            dead: OnceLock::new(),
+            report: Arc::clone(&self.keepalive_failure),
         });
         self.shared
             .registry
@@ -364,6 +465,11 @@ impl NetClient {
                     .close(Status::unavailable("connection to the server lost"));
             }
         });
+        if let Some(ka) = self.options.keepalive
+            && let Some(timer) = self.timer()
+        {
+            timer.arm(Instant::now() + ka.interval);
+        }
         Ok(cs)
     }
 
@@ -388,6 +494,15 @@ impl NetClient {
             && cs.is_usable()
         {
             return Ok(f(cs));
+        }
+        // A server the keepalive found dead is treated as a failed dial:
+        // calls within the reconnect backoff fail fast instead of dialing
+        // a server that may accept and then say nothing again.
+        if let Some(old) = &slot.current
+            && let Some(status) = old.dead.get()
+            && slot.last_failure.is_none()
+        {
+            slot.last_failure = Some((Instant::now(), status.clone()));
         }
         if let Some((at, status)) = &slot.last_failure
             && backoff
@@ -459,16 +574,23 @@ impl NetClient {
     /// Makes sure an unpolled future still fails at its deadline (and
     /// starts the timer that also backs deferred sends).
     pub(crate) fn watch_deadline(&self, deadline: Option<Instant>) {
-        let timer = self.shared.timer.get_or_init(|| {
-            let target: Weak<dyn Expire> =
-                Arc::downgrade(&self.shared.registry) as Weak<dyn Expire>;
-            DeadlineTimer::start("ferropoll-rpc-timer", target)
-                .map_err(|e| tracing::error!("cannot start the rpc deadline timer: {e}"))
-                .ok()
-        });
-        if let (Some(timer), Some(deadline)) = (timer, deadline) {
+        if let (Some(timer), Some(deadline)) = (self.timer(), deadline) {
             timer.arm(deadline);
         }
+    }
+
+    /// The client loop's timer thread, started on first use.
+    fn timer(&self) -> Option<&DeadlineTimer> {
+        self.shared
+            .timer
+            .get_or_init(|| {
+                let target: Weak<dyn Expire> =
+                    Arc::downgrade(&self.shared.registry) as Weak<dyn Expire>;
+                DeadlineTimer::start("ferropoll-rpc-timer", target)
+                    .map_err(|e| tracing::error!("cannot start the rpc deadline timer: {e}"))
+                    .ok()
+            })
+            .as_ref()
     }
 
     pub(crate) fn oneway<Req: Message>(

@@ -21,7 +21,7 @@
 use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ferropoll_gopool::Pool;
@@ -30,6 +30,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::codec::{self, Limits};
 use crate::context::PeerAddr;
+use crate::keepalive::{self, PingPolicy};
 use crate::server::{DeferredCall, RegisterError, ServerConn, ServerEngine, ServiceConfig};
 use crate::service::Service;
 use crate::status::Status;
@@ -67,6 +68,7 @@ pub struct ServerBuilder {
     engine: ServerEngine,
     loops: ferropoll_transport::Builder,
     pool: Option<Pool>,
+    idle_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -75,6 +77,7 @@ impl fmt::Debug for ServerBuilder {
             .field("engine", &self.engine)
             .field("loops", &self.loops)
             .field("pool", &self.pool)
+            .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
@@ -90,6 +93,7 @@ impl Default for ServerBuilder {
             engine: ServerEngine::new(),
             loops,
             pool: None,
+            idle_timeout: None,
         }
     }
 }
@@ -127,11 +131,27 @@ impl ServerBuilder {
         self
     }
 
-    /// Closes connections idle (no input, nothing to send) for this long
-    /// (default: never). Clients reconnect on their next call.
+    /// Closes connections on which no call arrived for this long and none
+    /// is running (default: never). Pings do not count: a client whose
+    /// keepalive pings an idle connection is still closed. Clients
+    /// reconnect on their next call. A call sent just as the server closes
+    /// fails UNAVAILABLE (a cluster client retries it elsewhere if the
+    /// method is idempotent), so keep this long — minutes — where clients
+    /// call rarely. (The transport's own idle timeout, settable through
+    /// [`event_loop`](Self::event_loop), counts pings as traffic.)
     #[must_use = "builder setters return the changed builder"]
     pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
-        self.loops.idle_timeout(d);
+        self.idle_timeout = d.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// How often clients may ping (default [`PingPolicy::DEFAULT`]: not
+    /// more than every 500 ms without a call between, two strikes
+    /// tolerated); a client that pings more often is sent an ERROR frame
+    /// (RESOURCE_EXHAUSTED, "too many pings") and closed.
+    #[must_use = "builder setters return the changed builder"]
+    pub fn ping_policy(mut self, policy: PingPolicy) -> Self {
+        self.engine.set_ping_policy(policy);
         self
     }
 
@@ -197,6 +217,7 @@ impl ServerBuilder {
         });
         let lp = self.loops.build(RpcHandler {
             shared: Arc::clone(&shared),
+            idle_timeout: self.idle_timeout,
         })?;
         Ok(Server { shared, lp })
     }
@@ -364,6 +385,7 @@ impl Server {
 /// The transport handler of a server.
 struct RpcHandler {
     shared: Arc<Shared>,
+    idle_timeout: Option<Duration>,
 }
 
 /// Per-connection state.
@@ -380,10 +402,21 @@ impl Handler for RpcHandler {
             ferropoll_transport::Addr::Tcp(a) => PeerAddr::from(*a),
             other => PeerAddr::other(other.to_string()),
         };
-        ConnState {
+        let state = ConnState {
             conn: ServerConn::new(peer),
             deferred: Vec::new(),
+        };
+        if let Some(idle) = self.idle_timeout {
+            let (last_call, in_flight) = state.conn.activity();
+            let watch = IdleWatch {
+                idle,
+                opened: keepalive::now_ns(Instant::now()),
+                last_call,
+                in_flight,
+            };
+            watch.arm(conn, idle);
         }
+        state
     }
 
     fn on_request(&self, state: &mut ConnState, conn: &Connection) -> io::Result<()> {
@@ -463,6 +496,41 @@ impl RpcHandler {
                 }
             }
             self.shared.leave();
+        }
+    }
+}
+
+/// Closes a connection once no call arrived for `idle` and none runs.
+struct IdleWatch {
+    idle: Duration,
+    opened: u64,
+    last_call: Arc<AtomicU64>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl IdleWatch {
+    fn arm(self, conn: &Connection, delay: Duration) {
+        // The timer holds the connection until it fires; it fires once more
+        // after a close and then stops.
+        conn.after(delay, move |conn| self.check(conn));
+    }
+
+    fn check(self, conn: &Connection) {
+        if !conn.is_active() {
+            return;
+        }
+        let now = Instant::now();
+        let last = self.last_call.load(Ordering::Relaxed).max(self.opened);
+        let quiet = Duration::from_nanos(keepalive::now_ns(now).saturating_sub(last));
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            let idle = self.idle;
+            self.arm(conn, idle);
+        } else if quiet >= self.idle {
+            tracing::debug!(conn = conn.id(), ?quiet, "rpc connection idle: closing");
+            conn.close();
+        } else {
+            let left = self.idle - quiet;
+            self.arm(conn, left);
         }
     }
 }

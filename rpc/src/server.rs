@@ -11,7 +11,7 @@
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ferropoll_linkbuffer::LinkBuffer;
@@ -19,6 +19,7 @@ use ferropoll_linkbuffer::LinkBuffer;
 use crate::codec::{self, Frame, Limits, MessageType, ProtocolError};
 use crate::context::{Context, PeerAddr};
 use crate::hash::NameMap;
+use crate::keepalive::{self, PingPolicy, PingStrikes};
 use crate::metadata::Metadata;
 use crate::service::{Dispatch, Reply, Service};
 use crate::status::Status;
@@ -135,6 +136,9 @@ impl ServiceConfig<'_> {
 pub struct ServerConn {
     peer: PeerAddr,
     in_flight: Arc<AtomicUsize>,
+    /// When the last call arrived ([`keepalive::now_ns`]; 0: none yet).
+    last_call: Arc<AtomicU64>,
+    pings: PingStrikes,
 }
 
 impl ServerConn {
@@ -143,7 +147,15 @@ impl ServerConn {
         ServerConn {
             peer,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            last_call: Arc::new(AtomicU64::new(0)),
+            pings: PingStrikes::default(),
         }
+    }
+
+    /// What an idle check needs from another thread: when the last call
+    /// arrived and the pool calls still running.
+    pub(crate) fn activity(&self) -> (Arc<AtomicU64>, Arc<AtomicUsize>) {
+        (Arc::clone(&self.last_call), Arc::clone(&self.in_flight))
     }
 
     /// The peer's address.
@@ -322,6 +334,7 @@ fn run_call(
 pub struct ServerEngine {
     services: NameMap<ServiceEntry>,
     limits: Limits,
+    ping_policy: PingPolicy,
     draining: AtomicBool,
 }
 
@@ -353,6 +366,7 @@ impl ServerEngine {
         ServerEngine {
             services: NameMap::default(),
             limits,
+            ping_policy: PingPolicy::DEFAULT,
             draining: AtomicBool::new(false),
         }
     }
@@ -365,6 +379,16 @@ impl ServerEngine {
     /// Replaces the limits (before the engine serves anything).
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
+    }
+
+    /// How often a connection may ping (default [`PingPolicy::DEFAULT`]).
+    pub fn ping_policy(&self) -> &PingPolicy {
+        &self.ping_policy
+    }
+
+    /// Replaces the ping policy (before the engine serves anything).
+    pub fn set_ping_policy(&mut self, policy: PingPolicy) {
+        self.ping_policy = policy;
     }
 
     /// From now on, answers every new call UNAVAILABLE ("server shutting
@@ -436,7 +460,9 @@ impl ServerEngine {
     ///   `output`; a pool method is pushed onto `deferred` (or answered
     ///   RESOURCE_EXHAUSTED when the connection has
     ///   [`Limits::max_in_flight`] pool calls already).
-    /// * PING → PONG with the same payload, zero-copy.
+    /// * PING → PONG with the same payload, zero-copy; a PING that breaks
+    ///   the [`PingPolicy`] ends the connection
+    ///   ([`ProtocolError::TooManyPings`]).
     /// * RESPONSE, PONG and unknown types are skipped.
     ///
     /// Output frames are in input order for inline calls. Nothing is flushed:
@@ -517,6 +543,11 @@ impl ServerEngine {
                 ),
                 Some(MessageType::Ping) => {
                     let Frame { header, payload } = frame;
+                    if let Some(strikes) = conn.pings.on_ping(received_at, &self.ping_policy) {
+                        let e = ProtocolError::TooManyPings { strikes };
+                        codec::encode_error(output, &self.limits, header.seq, &e.status());
+                        return Err(e);
+                    }
                     if let Err(e) = codec::encode_pong(output, &self.limits, header.seq, payload) {
                         codec::encode_error(output, &self.limits, header.seq, &e.status());
                         return Err(e);
@@ -553,6 +584,9 @@ impl ServerEngine {
     ) {
         let Frame { header, payload } = frame;
         let seq = header.seq;
+        conn.pings.on_request();
+        conn.last_call
+            .store(keepalive::now_ns(received_at), Ordering::Relaxed);
         let mut reject = |status: Status| {
             if oneway {
                 tracing::debug!(seq, "oneway call dropped: {status}");

@@ -118,6 +118,7 @@ pub(crate) struct Config {
     pub(crate) output_high_water: usize,
     pub(crate) output_full: OutputFull,
     pub(crate) keepalive: Option<Duration>,
+    pub(crate) tcp_user_timeout: Option<Duration>,
     pub(crate) backlog: i32,
     pub(crate) reuse_port: bool,
     pub(crate) udp_batch: usize,
@@ -186,7 +187,7 @@ impl Group {
 /// read/write/idle timeout, at most 100,000 connections (excess connections
 /// are accepted and closed at once), input high-water mark 4 MiB per
 /// connection, output high-water mark 4 MiB per connection (writers wait,
-/// [`OutputFull::Wait`]), no TCP keepalive, listen backlog 4096 (the kernel caps it at
+/// [`OutputFull::Wait`]), no TCP keepalive or `TCP_USER_TIMEOUT`, listen backlog 4096 (the kernel caps it at
 /// `net.core.somaxconn`), one listening socket per address (no
 /// `SO_REUSEPORT`), UDP batches of 32 datagrams of up to 64 KiB, GSO
 /// replies on. An idle connection holds no buffer memory; each open one
@@ -208,6 +209,7 @@ pub struct Builder {
     output_high_water: usize,
     output_full: OutputFull,
     keepalive: Option<Duration>,
+    tcp_user_timeout: Option<Duration>,
     backlog: i32,
     reuse_port: bool,
     udp_batch: usize,
@@ -231,6 +233,7 @@ impl Default for Builder {
             output_high_water: 4 << 20,
             output_full: OutputFull::Wait,
             keepalive: None,
+            tcp_user_timeout: None,
             backlog: 4096,
             reuse_port: false,
             udp_batch: 32,
@@ -322,6 +325,16 @@ impl Builder {
     /// TCP keepalive idle time and probe interval (`None`: off).
     pub fn keepalive(&mut self, d: Option<Duration>) -> &mut Self {
         self.keepalive = d;
+        self
+    }
+    /// `TCP_USER_TIMEOUT` of accepted and dialed TCP connections (`None`,
+    /// the default: the kernel's retransmission limits, about 15 minutes):
+    /// when sent data stays unacknowledged this long — the peer vanished
+    /// without a RST, a silent partition — the kernel fails the socket and
+    /// the connection closes. With [`keepalive`](Self::keepalive) on it
+    /// also bounds the unanswered keepalive probes.
+    pub fn tcp_user_timeout(&mut self, d: Option<Duration>) -> &mut Self {
+        self.tcp_user_timeout = d;
         self
     }
     /// Listen backlog (default 4096, capped by the kernel at `somaxconn`).
@@ -420,6 +433,7 @@ impl Builder {
             output_high_water: self.output_high_water,
             output_full: self.output_full,
             keepalive: self.keepalive,
+            tcp_user_timeout: self.tcp_user_timeout,
             backlog: self.backlog,
             reuse_port: self.reuse_port,
             udp_batch: self.udp_batch,
@@ -972,6 +986,9 @@ impl EventLoop {
         let cfg = &g.loops[0].cfg;
         if is_tcp && let Some(k) = cfg.keepalive {
             sys::set_keepalive(std::os::fd::AsRawFd::as_raw_fd(&fd), k)?;
+        }
+        if is_tcp && let Some(t) = cfg.tcp_user_timeout {
+            sys::set_user_timeout(std::os::fd::AsRawFd::as_raw_fd(&fd), t)?;
         }
         let target = g.pick_loop(Some(&peer));
         g.open.fetch_add(1, Ordering::AcqRel);

@@ -541,6 +541,11 @@ impl<H: Handler> Reactor<H> {
             {
                 tracing::debug!(error = %e, "SO_KEEPALIVE failed");
             }
+            if let Some(t) = cfg.tcp_user_timeout
+                && let Err(e) = sys::set_user_timeout(sock.as_raw_fd(), t)
+            {
+                tracing::debug!(error = %e, "TCP_USER_TIMEOUT failed");
+            }
         }
         let target = if local {
             self.shared.clone()

@@ -394,7 +394,9 @@ mod tests {
             *e.in_flight.iter().min().unwrap(),
             *e.in_flight.iter().max().unwrap(),
         );
-        assert!(max - min <= 3, "{:?}", e.in_flight);
+        // Random picks: the spread is usually ≤ 3, rarely 4 (2 runs in 300
+        // saw 4); round robin's deterministic counterpart would be ≤ 1.
+        assert!(max - min <= 5, "{:?}", e.in_flight);
     }
 
     #[test]

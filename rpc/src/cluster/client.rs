@@ -146,7 +146,7 @@ impl ClusterBuilder {
     ///
     /// UNAVAILABLE if the client loop or its timer cannot start.
     pub fn build(self) -> Result<Client, Status> {
-        let shared = ClientLoop::start(self.options.limits)?;
+        let shared = ClientLoop::start(&self.options)?;
         let core = Arc::new(ClusterCore {
             discover: self.discover,
             balancer: self.balancer,
@@ -254,6 +254,16 @@ impl Endpoint {
         h.retry_at = Instant::now() + backoff;
         self.ejected.store(true, Ordering::Release);
         tracing::info!(instance = %self.addr, ?backoff, "instance ejected: {why}");
+    }
+
+    /// A connection the keepalive found dead takes the instance out at
+    /// once (not after a probe's dial times out); called by the health
+    /// timer and by calls that failed UNAVAILABLE, so that the next call
+    /// already skips the instance.
+    fn note_keepalive(&self, health: &HealthConfig) {
+        if let Some(status) = self.net.take_keepalive_failure() {
+            self.eject(health, &status);
+        }
     }
 
     /// A probe finished.
@@ -501,6 +511,7 @@ impl ClusterCore {
         let set = Arc::clone(&self.set.read());
         let now = Instant::now();
         for ep in &set.endpoints {
+            ep.note_keepalive(&self.health);
             let due = {
                 let mut h = ep.health.lock();
                 let due = !h.probing
@@ -673,6 +684,9 @@ impl ClusterCore {
             drop(guard);
             let code = outcome.as_ref().err().map_or(Code::Ok, Status::code);
             endpoint.record(code);
+            if code == Code::Unavailable {
+                endpoint.note_keepalive(&self.health);
+            }
             match outcome {
                 Ok(payload) => {
                     return Resp::decode(payload)
@@ -708,11 +722,16 @@ impl ClusterCore {
                 Started::Failed(status) => return CallFuture::failed(status),
             };
         let deadline = a.deadline;
+        let health = self.health;
         if !a.idempotent {
             let fut = async move {
                 let outcome = poll_fn(|cx| call.poll_outcome(cx)).await;
                 drop(guard);
-                endpoint.record(outcome.as_ref().err().map_or(Code::Ok, Status::code));
+                let code = outcome.as_ref().err().map_or(Code::Ok, Status::code);
+                endpoint.record(code);
+                if code == Code::Unavailable {
+                    endpoint.note_keepalive(&health);
+                }
                 outcome
             };
             return CallFuture::boxed(Box::pin(fut), deadline);
@@ -726,7 +745,11 @@ impl ClusterCore {
             loop {
                 let outcome = poll_fn(|cx| call.poll_outcome(cx)).await;
                 drop(guard);
-                endpoint.record(outcome.as_ref().err().map_or(Code::Ok, Status::code));
+                let code = outcome.as_ref().err().map_or(Code::Ok, Status::code);
+                endpoint.record(code);
+                if code == Code::Unavailable {
+                    endpoint.note_keepalive(&core.health);
+                }
                 let status = match outcome {
                     Err(status) if core.should_retry(&a, &status) => status,
                     other => return other,

@@ -132,6 +132,13 @@ pub(crate) fn set_keepalive(fd: RawFd, idle: Duration) -> io::Result<()> {
     setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs)
 }
 
+/// `TCP_USER_TIMEOUT`: the kernel closes the connection (`ETIMEDOUT`) when
+/// sent data stays unacknowledged for `d` (rounded up to a millisecond).
+pub(crate) fn set_user_timeout(fd: RawFd, d: Duration) -> io::Result<()> {
+    let ms = d.as_millis().clamp(1, i32::MAX as u128) as libc::c_uint;
+    setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms)
+}
+
 /// `listen(2)` again on a listening socket: Linux then updates its backlog.
 pub(crate) fn listen(fd: RawFd, backlog: i32) -> io::Result<()> {
     // No pointer arguments.
