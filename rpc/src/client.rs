@@ -132,7 +132,8 @@ pub struct ClientOptions {
     pub reconnect_backoff: Duration,
     /// Pings that find a server gone silent (partitioned, frozen) and fail
     /// its calls UNAVAILABLE instead of letting them wait for their
-    /// deadlines; see [`Keepalive`]. Default on: 1 s interval, 2 s timeout.
+    /// deadlines; see [`Keepalive`]. Default on: pings after 1 s of silence
+    /// (500 ms with calls waiting), 1 s timeout.
     /// `None`: off.
     pub keepalive: Option<Keepalive>,
     /// `TCP_USER_TIMEOUT` of the client's TCP connections: the kernel

@@ -4,9 +4,10 @@
 //! A server that is partitioned away or frozen sends nothing at all — no
 //! FIN, no RST — so its connections stay established and `is_active()`
 //! stays true. A client with [`Keepalive`] on pings every connection on
-//! which nothing was read for [`Keepalive::interval`] (idle, or with calls
-//! waiting for their answers); when nothing at all is read for
-//! [`Keepalive::timeout`] after a ping, the connection is declared dead:
+//! which nothing was read for [`Keepalive::interval`] (idle) or
+//! [`Keepalive::interval_with_calls`] (calls waiting for their answers);
+//! when nothing at all is read for [`Keepalive::timeout`] after a ping, the
+//! connection is declared dead:
 //! its calls fail UNAVAILABLE at once (a cluster client retries the
 //! idempotent ones elsewhere and ejects the instance) instead of waiting
 //! for their deadlines. Any byte read counts as a sign of life, so a busy
@@ -25,29 +26,36 @@ use std::time::{Duration, Instant};
 
 /// Client keepalive settings ([`ClientOptions::keepalive`](crate::ClientOptions::keepalive)).
 ///
-/// The defaults detect a silent server within `interval + timeout` of its
-/// last byte (3 s), plus up to one more `interval` when the last byte came
-/// just after a ping: at most `2 × interval + timeout` = 4 s.
+/// With the defaults, calls waiting on a server that went silent fail
+/// UNAVAILABLE `interval_with_calls + timeout` (1.5 s) after its last byte
+/// — before a 2 s deadline, so that a cluster client can still retry them
+/// elsewhere; an idle connection is found dead within `interval + timeout`
+/// (2 s) of its last byte, plus up to one more `interval` when that byte
+/// came just after a ping: at most `2 × interval + timeout` = 3 s.
 ///
 /// ```
 /// use std::time::Duration;
 /// use ferropoll_rpc::{ClientOptions, Keepalive};
 /// let opts = ClientOptions {
-///     keepalive: Some(Keepalive { interval: Duration::from_millis(500), ..Keepalive::default() }),
+///     keepalive: Some(Keepalive { interval: Duration::from_secs(5), ..Keepalive::default() }),
 ///     ..ClientOptions::default()
 /// };
-/// assert_eq!(opts.keepalive.unwrap().timeout, Duration::from_secs(2));
+/// assert_eq!(opts.keepalive.unwrap().timeout, Duration::from_secs(1));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keepalive {
-    /// A connection on which nothing was read for this long is pinged.
-    /// Default 1 s. Keep it at or above the server's
-    /// [`PingPolicy::min_interval`] (500 ms by default).
+    /// A connection with no call waiting on which nothing was read for
+    /// this long is pinged. Default 1 s.
     pub interval: Duration,
+    /// A connection with calls waiting on which nothing was read for this
+    /// long is pinged. Default 500 ms: shorter, because callers wait. Keep
+    /// both intervals above the server's [`PingPolicy::min_interval`]
+    /// (250 ms by default), or the server closes the connection.
+    pub interval_with_calls: Duration,
     /// After a ping, a connection on which nothing at all is read for this
-    /// long is closed and its calls fail UNAVAILABLE. Default 2 s: well
-    /// above a few TCP retransmissions on a lossy path, so that loss alone
-    /// does not kill a healthy connection.
+    /// long is closed and its calls fail UNAVAILABLE. Default 1 s: several
+    /// TCP retransmission timeouts (200 ms at least each), so that a lost
+    /// packet or two do not kill a healthy connection.
     pub timeout: Duration,
     /// Ping connections with no call waiting too (default `true`): a cluster
     /// client then learns that an idle instance died before it sends calls
@@ -59,7 +67,8 @@ impl Default for Keepalive {
     fn default() -> Self {
         Keepalive {
             interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(2),
+            interval_with_calls: Duration::from_millis(500),
+            timeout: Duration::from_secs(1),
             without_calls: true,
         }
     }
@@ -69,8 +78,9 @@ impl Default for Keepalive {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PingPolicy {
     /// PINGs closer together than this, with no request between them, are
-    /// strikes. Default 500 ms (half the client's default keepalive
-    /// interval). `Duration::ZERO` allows any rate.
+    /// strikes. Default 250 ms (half the client's shortest default
+    /// keepalive interval, room for network jitter). `Duration::ZERO`
+    /// allows any rate.
     pub min_interval: Duration,
     /// Strikes in a row tolerated; the next one closes the connection.
     /// Default 2.
@@ -80,7 +90,7 @@ pub struct PingPolicy {
 impl PingPolicy {
     /// The defaults, as a constant.
     pub const DEFAULT: PingPolicy = PingPolicy {
-        min_interval: Duration::from_millis(500),
+        min_interval: Duration::from_millis(250),
         max_strikes: 2,
     };
 

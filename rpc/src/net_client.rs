@@ -156,12 +156,26 @@ impl ConnSession {
             // Answered (or any byte since): the connection lives.
             self.ping_sent.store(0, Ordering::Release);
         }
-        let quiet_until = last.saturating_add(nanos(ka.interval));
-        if now_n < quiet_until {
-            return Some(instant_of(quiet_until, now));
+        let waiting = self.session.in_flight() > 0;
+        if !waiting && !ka.without_calls {
+            // Looked at again later: a call may start meanwhile.
+            return Some(now + ka.interval_with_calls.min(ka.interval));
         }
-        if !ka.without_calls && self.session.in_flight() == 0 {
-            return Some(now + ka.interval);
+        let interval = if waiting {
+            ka.interval_with_calls
+        } else {
+            ka.interval
+        };
+        let quiet_until = last.saturating_add(nanos(interval));
+        if now_n < quiet_until {
+            // A call that starts meanwhile shortens the wait: an idle
+            // connection is looked at again every quarter of the shorter
+            // interval.
+            let short = nanos(ka.interval_with_calls.min(ka.interval));
+            let recheck = last
+                .saturating_add(short)
+                .max(now_n.saturating_add(short / 4));
+            return Some(instant_of(quiet_until.min(recheck), now));
         }
         let Ok(seq) = self.session.table().allocate_seq() else {
             return None; // closed

@@ -88,6 +88,7 @@ fn echo_server(b: ferropoll_rpc::ServerBuilder) -> (Server, String) {
 fn fast_keepalive() -> Keepalive {
     Keepalive {
         interval: Duration::from_millis(100),
+        interval_with_calls: Duration::from_millis(100),
         timeout: Duration::from_millis(200),
         without_calls: true,
     }
@@ -262,6 +263,7 @@ fn a_client_that_pings_too_often_is_told_and_closed_and_a_polite_one_is_not() {
         &addr2,
         options(Some(Keepalive {
             interval: PingPolicy::DEFAULT.min_interval,
+            interval_with_calls: PingPolicy::DEFAULT.min_interval,
             ..Keepalive::default()
         })),
     )

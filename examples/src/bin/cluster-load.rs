@@ -34,7 +34,7 @@ use bytes::Bytes;
 use clap::Parser;
 use ferropoll_examples::pb::echo::{EchoClient, EchoRequest};
 use ferropoll_rpc::cluster::{Discover, EtcdDiscover, HealthConfig, RetryPolicy};
-use ferropoll_rpc::{Client, ClientOptions, Status};
+use ferropoll_rpc::{Client, ClientOptions, Keepalive, Status};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
@@ -65,6 +65,17 @@ struct Args {
     /// Wait (up to 10 s) until this many instances are registered.
     #[arg(long, default_value_t = 3)]
     wait_instances: usize,
+    /// Keepalive ping interval of idle connections in milliseconds (0:
+    /// keepalive off); connections with calls waiting are pinged after half
+    /// of it.
+    #[arg(long, default_value_t = 1000)]
+    keepalive_ms: u64,
+    /// Keepalive timeout in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    keepalive_timeout_ms: u64,
+    /// TCP_USER_TIMEOUT in milliseconds (0: the kernel's default).
+    #[arg(long, default_value_t = 10_000)]
+    tcp_user_timeout_ms: u64,
 }
 
 /// Counters of one client's calls.
@@ -112,9 +123,7 @@ fn out_of_use(clients: &[&Client], addr: &str) -> bool {
             .unwrap_or_default()
             .iter()
             .find(|s| s.instance.addr() == addr)
-            .is_none_or(|s| {
-                s.ejected || s.breaker == ferropoll_rpc::cluster::BreakerState::Open
-            })
+            .is_none_or(|s| s.ejected || s.breaker == ferropoll_rpc::cluster::BreakerState::Open)
     })
 }
 
@@ -201,6 +210,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = ClientOptions {
         connect_timeout: Duration::from_secs(1),
         default_timeout: Some(Duration::from_millis(args.timeout_ms.max(1))),
+        keepalive: (args.keepalive_ms > 0).then(|| Keepalive {
+            interval: Duration::from_millis(args.keepalive_ms),
+            interval_with_calls: Duration::from_millis(args.keepalive_ms / 2),
+            timeout: Duration::from_millis(args.keepalive_timeout_ms.max(1)),
+            ..Keepalive::default()
+        }),
+        tcp_user_timeout: (args.tcp_user_timeout_ms > 0)
+            .then(|| Duration::from_millis(args.tcp_user_timeout_ms)),
         ..ClientOptions::default()
     };
     let health = HealthConfig {
