@@ -62,8 +62,10 @@ fn bin(name: &str) -> &'static str {
 
 impl Cluster {
     /// Starts everything; the load runs `secs` seconds with `load_args`.
-    fn start(tag: &str, secs: u64, load_args: &[&str]) -> Cluster {
+    /// `setup` shapes the network first.
+    fn start(tag: &str, secs: u64, load_args: &[&str], setup: impl FnOnce(&mut Net)) -> Cluster {
         let mut net = Net::new(tag, 5);
+        setup(&mut net);
         let dir = std::env::temp_dir().join(format!("fpn-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let etcd_ip = net.host(0).addr;
@@ -204,16 +206,31 @@ fn fault_run(
     fault: impl FnOnce(&Cluster),
     heal: impl FnOnce(&Cluster),
 ) -> (String, HashMap<String, String>) {
+    shaped_run(tag, load_args, |_| {}, Some(2), fault, heal)
+}
+
+/// [`fault_run`] on a network shaped by `setup` first, with the fault's
+/// victim (whose ejection the load measures) named or not.
+fn shaped_run(
+    tag: &str,
+    load_args: &[&str],
+    setup: impl FnOnce(&mut Net),
+    victim: Option<usize>,
+    fault: impl FnOnce(&Cluster),
+    heal: impl FnOnce(&Cluster),
+) -> (String, HashMap<String, String>) {
     let _serial = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let cluster = Cluster::start(tag, 18, load_args);
+    let cluster = Cluster::start(tag, 18, load_args, setup);
     // The load waits for the three instances (up to 10 s) before its
-    // clock starts; its first progress line is the sign it runs.
+    // clock starts.
     std::thread::sleep(Duration::from_secs(4));
-    let victim = cluster.addr(2);
     fault(&cluster);
-    cluster.mark(&format!("during {victim}"));
+    match victim {
+        Some(i) => cluster.mark(&format!("during {}", cluster.addr(i))),
+        None => cluster.mark("during"),
+    }
     std::thread::sleep(Duration::from_secs(6));
     heal(&cluster);
     cluster.mark("after");
@@ -335,7 +352,7 @@ fn a_server_that_comes_back_on_a_new_address_is_found_through_etcd() {
     let _serial = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut cluster = Cluster::start("readdr", 18, &[]);
+    let mut cluster = Cluster::start("readdr", 18, &[], |_| {});
     std::thread::sleep(Duration::from_secs(4));
     let old = cluster.addr(2);
     // The server dies (its key stays until the 3 s lease expires), its
@@ -382,4 +399,57 @@ fn a_server_that_comes_back_on_a_new_address_is_found_through_etcd() {
         })
         .unwrap_or(0.0);
     assert!(rate > 0.0, "the new address {new} serves nothing:\n{out}");
+}
+
+#[test]
+fn fifty_ms_round_trips_with_one_percent_loss_cost_no_call() {
+    // The client host's link gets 25 ms each way (RTT 50 ms to every
+    // server and to etcd); then 1% loss in both directions on it too.
+    let (out, kv) = shaped_run(
+        "rtt",
+        &[],
+        |net| net.delay(4, 25, 0, 0),
+        None,
+        |c| c.net.loss(4, 1),
+        |c| c.net.heal(4),
+    );
+    assert_eq!(num(&kv, "idempotent_failed", &out), 0, "{out}");
+    assert_eq!(num(&kv, "other_failed", &out), 0, "{out}");
+    assert!(num(&kv, "during_qps", &out) > 0, "{out}");
+    let p99 = num(&kv, "p99_us", &out);
+    assert!(
+        p99 >= 50_000,
+        "the delay line is not in the path: p99 {p99} us:\n{out}"
+    );
+    eprintln!(
+        "50 ms RTT: before_qps={} p99_us={} | + 1% loss: during_qps={} during_p99_us={} max_call_ms={}",
+        num(&kv, "before_qps", &out),
+        p99,
+        num(&kv, "during_qps", &out),
+        num(&kv, "during_p99_us", &out),
+        num(&kv, "max_call_ms", &out)
+    );
+}
+
+#[test]
+fn jitter_reordering_and_duplication_cost_no_call() {
+    // 5 ms plus 0–10 ms of jitter each way on the client host's link
+    // (frames overtake each other) and 1% of frames sent twice.
+    let (out, kv) = shaped_run(
+        "jitter",
+        &[],
+        |net| net.delay(4, 5, 10, 1),
+        None,
+        |_| {},
+        |_| {},
+    );
+    assert_eq!(num(&kv, "idempotent_failed", &out), 0, "{out}");
+    assert_eq!(num(&kv, "other_failed", &out), 0, "{out}");
+    assert!(num(&kv, "during_qps", &out) > 0, "{out}");
+    eprintln!(
+        "jitter 5+0..10 ms, 1% dup: qps={} p99_us={} max_call_ms={}",
+        num(&kv, "during_qps", &out),
+        num(&kv, "p99_us", &out),
+        num(&kv, "max_call_ms", &out)
+    );
 }

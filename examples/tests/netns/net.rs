@@ -11,11 +11,14 @@
 //! processes it started, also when the test panics; a leftover of a killed
 //! run with the same tag is deleted before a new one starts.
 //!
-//! Needs root, `ip` (iproute2), `nft` (nftables) and `tc`: without them
+//! Needs root, `ip` and `tc` (iproute2), `nft` (nftables), `ethtool` and
+//! `python3`: without them
 //! [`Net::new`] panics with the reason — these tests never pass silently.
 //! The kernel here lacks `sch_netem`, so added latency, jitter,
-//! reordering and duplication cannot be emulated; loss is an nftables
-//! rule (`numgen random`), a bandwidth cap a `tbf` qdisc.
+//! reordering and duplication come from a user-space delay line
+//! (`delay_box.py`, [`Net::delay`]) between a host and the bridge; loss is
+//! an nftables rule (`numgen random`), a bandwidth cap a `tbf` qdisc, a
+//! partition an nftables rule that drops everything.
 
 use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
@@ -85,7 +88,7 @@ impl Net {
             "0",
             "network-namespace tests need root (they create namespaces, links and nftables rules); run them as root"
         );
-        for tool in ["ip", "nft", "tc"] {
+        for tool in ["ip", "nft", "tc", "ethtool", "python3"] {
             assert!(
                 Command::new(tool)
                     .arg("-V")
@@ -93,7 +96,7 @@ impl Net {
                     .stderr(Stdio::null())
                     .status()
                     .is_ok(),
-                "`{tool}` is missing: install iproute2 and nftables (.ci/test does)"
+                "`{tool}` is missing: install iproute2, nftables, ethtool and python3 (.ci/test does)"
             );
         }
         let prefix = format!("fpn-{tag}-");
@@ -253,6 +256,98 @@ impl Net {
             "latency",
             "100ms",
         ]);
+    }
+
+    /// Routes host `i`'s traffic through a delay line
+    /// (`delay_box.py` in a namespace `fpn-<tag>-d<i>` of its own, between
+    /// the host and the bridge): every frame in either direction waits
+    /// `delay_ms` plus up to `jitter_ms` (uniform; frames may overtake
+    /// each other), and `dup_percent`% are sent twice. The round trip to
+    /// any other host grows by `2 × delay_ms`. Segmentation offloads on the
+    /// host's `eth0` are turned off so that every frame fits the MTU, and
+    /// checksum offload on every host's, so that frames carry real
+    /// checksums through the box.
+    pub fn delay(&mut self, i: usize, delay_ms: u32, jitter_ms: u32, dup_percent: u32) {
+        let host = self.hosts[i].clone();
+        let sw = format!("{}sw", self.prefix);
+        let boxns = format!("{}d{i}", self.prefix);
+        let port = format!("p{i}");
+        must(&["ip", "netns", "add", &boxns]);
+        // Deleting the switch end deletes the host's eth0 with it.
+        must(&["ip", "-n", &sw, "link", "del", &port]);
+        must(&[
+            "ip", "-n", &boxns, "link", "add", "dly0", "type", "veth", "peer", "name", "eth0",
+            "netns", &host.ns,
+        ]);
+        must(&[
+            "ip", "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "dly1", "netns",
+            &boxns,
+        ]);
+        must(&["ip", "-n", &sw, "link", "set", &port, "master", "br0", "up"]);
+        for dev in ["dly0", "dly1"] {
+            must(&["ip", "-n", &boxns, "link", "set", dev, "up"]);
+            // Frames as they are on the wire, never merged.
+            let _ = run(&[
+                "ip", "netns", "exec", &boxns, "ethtool", "-K", dev, "gro", "off", "tso", "off",
+                "gso", "off",
+            ]);
+        }
+        must(&[
+            "ip",
+            "-n",
+            &host.ns,
+            "addr",
+            "add",
+            &format!("{}/16", host.addr),
+            "dev",
+            "eth0",
+        ]);
+        must(&["ip", "-n", &host.ns, "link", "set", "eth0", "up"]);
+        must(&[
+            "ip", "netns", "exec", &host.ns, "ethtool", "-K", "eth0", "tso", "off", "gso", "off",
+            "gro", "off",
+        ]);
+        // Frames reach the box as the sender's kernel left them: with
+        // checksum offload, TCP checksums would be filled in by "hardware"
+        // that a re-sent frame never meets. Every host computes its own.
+        for h in &self.hosts {
+            must(&[
+                "ip", "netns", "exec", &h.ns, "ethtool", "-K", "eth0", "tx", "off",
+            ]);
+        }
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/netns/delay_box.py");
+        let (d, j, p) = (
+            delay_ms.to_string(),
+            jitter_ms.to_string(),
+            dup_percent.to_string(),
+        );
+        let mut child = Command::new("ip")
+            .args([
+                "netns", "exec", &boxns, "python3", script, "dly0", "dly1", &d, &j, &p,
+            ])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the delay box: {e}"));
+        // Its first line says it forwards; anything else (a traceback, an
+        // early exit) fails the test here, with what the box said.
+        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("piped"));
+        let mut first = String::new();
+        let _ = std::io::BufRead::read_line(&mut stderr, &mut first);
+        if !first.starts_with("delay_box:") {
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the delay box did not start: {first}{rest}");
+        }
+        eprint!("{first}");
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+                eprintln!("{line}");
+            }
+        });
+        self.children.push(child);
     }
 
     /// Removes host `i`'s bandwidth cap.
