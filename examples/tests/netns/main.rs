@@ -11,7 +11,7 @@
 //! health tick; no call waits past its deadline by more than a small
 //! bound; the instance serves again after the fault heals.
 //!
-//! Built only with `--features ferropoll-rpc/etcd` (the binaries need it);
+//! Built only with `--features netns` (etcd discovery and the delay line);
 //! `.ci/test` runs it as root with etcd, iproute2 and nftables installed.
 
 mod net;

@@ -11,12 +11,12 @@
 //! processes it started, also when the test panics; a leftover of a killed
 //! run with the same tag is deleted before a new one starts.
 //!
-//! Needs root, `ip` and `tc` (iproute2), `nft` (nftables), `ethtool` and
-//! `python3`: without them
+//! Needs root, `ip` and `tc` (iproute2), `nft` (nftables) and `ethtool`:
+//! without them
 //! [`Net::new`] panics with the reason — these tests never pass silently.
 //! The kernel here lacks `sch_netem`, so added latency, jitter,
 //! reordering and duplication come from a user-space delay line
-//! (`delay_box.py`, [`Net::delay`]) between a host and the bridge; loss is
+//! (`delay-box`, [`Net::delay`]) between a host and the bridge; loss is
 //! an nftables rule (`numgen random`), a bandwidth cap a `tbf` qdisc, a
 //! partition an nftables rule that drops everything.
 
@@ -88,7 +88,7 @@ impl Net {
             "0",
             "network-namespace tests need root (they create namespaces, links and nftables rules); run them as root"
         );
-        for tool in ["ip", "nft", "tc", "ethtool", "python3"] {
+        for tool in ["ip", "nft", "tc", "ethtool"] {
             assert!(
                 Command::new(tool)
                     .arg("-V")
@@ -96,7 +96,7 @@ impl Net {
                     .stderr(Stdio::null())
                     .status()
                     .is_ok(),
-                "`{tool}` is missing: install iproute2, nftables, ethtool and python3 (.ci/test does)"
+                "`{tool}` is missing: install iproute2, nftables and ethtool (.ci/test does)"
             );
         }
         let prefix = format!("fpn-{tag}-");
@@ -258,8 +258,8 @@ impl Net {
         ]);
     }
 
-    /// Routes host `i`'s traffic through a delay line
-    /// (`delay_box.py` in a namespace `fpn-<tag>-d<i>` of its own, between
+    /// Routes host `i`'s traffic through a delay line (the `delay-box`
+    /// example, in a namespace `fpn-<tag>-d<i>` of its own, between
     /// the host and the bridge): every frame in either direction waits
     /// `delay_ms` plus up to `jitter_ms` (uniform; frames may overtake
     /// each other), and `dup_percent`% are sent twice. The round trip to
@@ -315,16 +315,24 @@ impl Net {
                 "ip", "netns", "exec", &h.ns, "ethtool", "-K", "eth0", "tx", "off",
             ]);
         }
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/netns/delay_box.py");
+        let out = Command::new("ip")
+            .args(["-n", &host.ns, "-br", "link", "show", "eth0"])
+            .output()
+            .expect("ip link show");
+        let mac = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .expect("the MAC of eth0")
+            .to_owned();
         let (d, j, p) = (
-            delay_ms.to_string(),
-            jitter_ms.to_string(),
+            (u64::from(delay_ms) * 1000).to_string(),
+            (u64::from(jitter_ms) * 1000).to_string(),
             dup_percent.to_string(),
         );
         let mut child = Command::new("ip")
-            .args([
-                "netns", "exec", &boxns, "python3", script, "dly0", "dly1", &d, &j, &p,
-            ])
+            .args(["netns", "exec", &boxns, env!("CARGO_BIN_EXE_delay-box")])
+            .args(["--a", "dly0", "--b", "dly1", "--host-mac", &mac])
+            .args(["--delay-us", &d, "--jitter-us", &j, "--dup-percent", &p])
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -334,7 +342,7 @@ impl Net {
         let mut stderr = std::io::BufReader::new(child.stderr.take().expect("piped"));
         let mut first = String::new();
         let _ = std::io::BufRead::read_line(&mut stderr, &mut first);
-        if !first.starts_with("delay_box:") {
+        if !first.starts_with("delay-box:") {
             let mut rest = String::new();
             let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
             let _ = child.kill();
