@@ -482,7 +482,7 @@ impl NetClient {
         if let Some(ka) = self.options.keepalive
             && let Some(timer) = self.timer()
         {
-            timer.arm(Instant::now() + ka.interval);
+            timer.arm(Instant::now() + ka.interval.min(ka.interval_with_calls));
         }
         Ok(cs)
     }

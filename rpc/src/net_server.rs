@@ -146,7 +146,7 @@ impl ServerBuilder {
     }
 
     /// How often clients may ping (default [`PingPolicy::DEFAULT`]: not
-    /// more than every 500 ms without a call between, two strikes
+    /// more than every 250 ms without a call between, two strikes
     /// tolerated); a client that pings more often is sent an ERROR frame
     /// (RESOURCE_EXHAUSTED, "too many pings") and closed.
     #[must_use = "builder setters return the changed builder"]
