@@ -375,9 +375,11 @@ fn a_server_that_comes_back_on_a_new_address_is_found_through_etcd() {
     let (out, kv) = cluster.finish();
     eprintln!("{out}");
     assert_eq!(num(&kv, "idempotent_failed", &out), 0, "{out}");
-    // The killed server's connections were reset: calls on them failed at
-    // once, at most one per non-retrying thread.
-    assert!(num(&kv, "other_failed", &out) <= THREADS, "{out}");
+    // The killed server's connections closed: calls on them failed at
+    // once — per non-retrying thread the call it had there, and at most
+    // one more sent on the connection before its close was read (CI saw
+    // 6 of 8 once; the cluster demo's SIGKILL on loopback shows the same).
+    assert!(num(&kv, "other_failed", &out) <= 2 * THREADS, "{out}");
     let eject = num(&kv, "eject_ms", &out);
     assert!((0..=SLACK_MS).contains(&eject), "eject_ms={eject}:\n{out}");
     // The last progress line shows the new address serving.
