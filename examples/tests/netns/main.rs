@@ -187,7 +187,6 @@ impl Cluster {
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        let _ = &self.servers;
         (out, kv)
     }
 }
