@@ -198,8 +198,15 @@ impl Net {
         self.children.swap_remove(at)
     }
 
+    /// Runs `args` inside host `i`'s namespace; panics if it fails.
+    fn exec(&self, i: usize, args: &[&str]) {
+        let mut all = vec!["ip", "netns", "exec", self.hosts[i].ns.as_str()];
+        all.extend_from_slice(args);
+        must(&all);
+    }
+
     fn nft(&self, i: usize, script: &str) {
-        must(&["ip", "netns", "exec", &self.hosts[i].ns, "nft", script]);
+        self.exec(i, &["nft", script]);
     }
 
     /// Silently partitions host `i`: every packet in or out of its `eth0`
@@ -237,25 +244,13 @@ impl Net {
 
     /// Caps what host `i` sends at `rate` (tc syntax, e.g. `10mbit`).
     pub fn bandwidth(&self, i: usize, rate: &str) {
-        must(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.hosts[i].ns,
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            "eth0",
-            "root",
-            "tbf",
-            "rate",
-            rate,
-            "burst",
-            "32kbit",
-            "latency",
-            "100ms",
-        ]);
+        self.exec(
+            i,
+            &[
+                "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", rate, "burst",
+                "32kbit", "latency", "100ms",
+            ],
+        );
     }
 
     /// Routes host `i`'s traffic through a delay line (the `delay-box`
@@ -360,18 +355,7 @@ impl Net {
 
     /// Removes host `i`'s bandwidth cap.
     pub fn unbandwidth(&self, i: usize) {
-        must(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.hosts[i].ns,
-            "tc",
-            "qdisc",
-            "del",
-            "dev",
-            "eth0",
-            "root",
-        ]);
+        self.exec(i, &["tc", "qdisc", "del", "dev", "eth0", "root"]);
     }
 
     /// Replaces host `i`'s address with `198.18.1.<i+1>`: the host "comes
