@@ -1,4 +1,5 @@
-//! Generates the example services (echo, kv) and the header schema for this
+//! Generates the example services (echo, kv), the header schema and the
+//! streaming test service (`tests/protos/streams.proto`) for this
 //! crate's tests and benches, from the `.proto` files of `ferropoll-proto`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -11,5 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
         &[&dir],
     )?;
+    // A service with one method of each kind, for the streaming tests.
+    ferropoll_proto::Builder::new().compile(&["tests/protos/streams.proto"], &["tests/protos"])?;
     Ok(())
 }

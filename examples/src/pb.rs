@@ -44,6 +44,21 @@ impl echo::Echo for EchoService {
             payload: req.payload,
         })
     }
+
+    /// Answers each request with one response of the same payload, in order.
+    fn echo_stream(
+        &self,
+        _: &Context,
+        requests: ferropoll_rpc::RecvStream<echo::EchoRequest>,
+        mut responses: ferropoll_rpc::SendSink<echo::EchoResponse>,
+    ) -> Result<(), Status> {
+        for req in requests {
+            responses.send(&echo::EchoResponse {
+                payload: req?.payload,
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// The most entries one `List` returns (and its default limit).

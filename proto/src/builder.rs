@@ -23,13 +23,6 @@ pub fn protos_dir() -> PathBuf {
 pub enum Error {
     /// A `.proto` file could not be read, parsed or resolved.
     Parse(protox::Error),
-    /// A method streams requests or responses, which ferropoll-rpc does not support.
-    Streaming {
-        /// Full service name, `package.Service`.
-        service: String,
-        /// Method name.
-        method: String,
-    },
     /// prost-build failed, or writing the generated files failed.
     Generate(std::io::Error),
 }
@@ -38,10 +31,6 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Parse(e) => write!(f, "cannot compile .proto files: {e}"),
-            Error::Streaming { service, method } => write!(
-                f,
-                "{service}/{method} is a streaming RPC; ferropoll-rpc supports unary RPCs only"
-            ),
             Error::Generate(e) => write!(f, "cannot generate Rust code: {e}"),
         }
     }
@@ -51,7 +40,6 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Parse(e) => Some(e),
-            Error::Streaming { .. } => None,
             Error::Generate(e) => Some(e),
         }
     }
@@ -139,8 +127,7 @@ impl Builder {
     /// # Errors
     ///
     /// [`Error::Parse`] for a file that cannot be read or is not valid
-    /// protobuf, [`Error::Streaming`] for a streaming method,
-    /// [`Error::Generate`] when prost-build or the file system fails.
+    /// protobuf, [`Error::Generate`] when prost-build or the file system fails.
     pub fn compile(
         &self,
         protos: &[impl AsRef<Path>],
@@ -157,24 +144,6 @@ impl Builder {
             }
         }
         let fds = compiler.file_descriptor_set();
-        for file in &fds.file {
-            for service in &file.service {
-                for method in &service.method {
-                    if method.client_streaming() || method.server_streaming() {
-                        let package = file.package();
-                        let name = service.name();
-                        return Err(Error::Streaming {
-                            service: if package.is_empty() {
-                                name.to_owned()
-                            } else {
-                                format!("{package}.{name}")
-                            },
-                            method: method.name().to_owned(),
-                        });
-                    }
-                }
-            }
-        }
 
         let mut config = prost_build::Config::new();
         config.bytes(["."]);

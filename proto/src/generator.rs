@@ -95,10 +95,28 @@ impl ServiceGenerator {
                 &format!("Handles `{full_name}/{}`.", method.proto_name),
                 buf,
             );
+            let (input, output) = (&method.input_type, &method.output_type);
+            let (params, ret) = match (method.client_streaming, method.server_streaming) {
+                (false, false) => (format!("req: {input}"), output.clone()),
+                (false, true) => (
+                    format!("req: {input}, responses: {rpc}::SendSink<{output}>"),
+                    "()".to_owned(),
+                ),
+                (true, false) => (
+                    format!("requests: {rpc}::RecvStream<{input}>"),
+                    output.clone(),
+                ),
+                (true, true) => (
+                    format!(
+                        "requests: {rpc}::RecvStream<{input}>, responses: {rpc}::SendSink<{output}>"
+                    ),
+                    "()".to_owned(),
+                ),
+            };
             let _ = writeln!(
                 buf,
-                "    fn {}(&self, ctx: &{rpc}::Context, req: {}) -> ::core::result::Result<{}, {rpc}::Status>;",
-                method.name, method.input_type, method.output_type
+                "    fn {}(&self, ctx: &{rpc}::Context, {params}) -> ::core::result::Result<{ret}, {rpc}::Status>;",
+                method.name
             );
         }
         buf.push_str("}\n\n");
@@ -135,13 +153,17 @@ impl ServiceGenerator {
              \x20       request: {rpc}::LinkBuffer,\n        reply: {rpc}::Reply<'_>,\n    ) {{\n",
             method_names.join(", ")
         );
-        if service.methods.is_empty() {
+        let is_stream = |m: &Method| m.client_streaming || m.server_streaming;
+        if !service.methods.iter().any(|m| !is_stream(m)) {
             buf.push_str(
                 "        let _ = (method, ctx, request);\n        reply.unknown_method();\n",
             );
         } else {
             buf.push_str("        match method {\n");
             for (index, method) in service.methods.iter().enumerate() {
+                if is_stream(method) {
+                    continue;
+                }
                 let _ = writeln!(
                     buf,
                     "            {index} => reply.unary(ctx, request, |ctx, req| self.inner.{}(ctx, req)),",
@@ -150,7 +172,56 @@ impl ServiceGenerator {
             }
             buf.push_str("            _ => reply.unknown_method(),\n        }\n");
         }
-        buf.push_str("    }\n}\n\n");
+        buf.push_str("    }\n");
+        if service.methods.iter().any(is_stream) {
+            buf.push_str(
+                "\n    fn kind(&self, method: usize) -> {rpc}::MethodKind {\n        match method {\n"
+                    .replace("{rpc}", rpc)
+                    .as_str(),
+            );
+            for (index, method) in service.methods.iter().enumerate() {
+                let kind = match (method.client_streaming, method.server_streaming) {
+                    (false, false) => continue,
+                    (true, false) => "ClientStreaming",
+                    (false, true) => "ServerStreaming",
+                    (true, true) => "Bidi",
+                };
+                let _ = writeln!(buf, "            {index} => {rpc}::MethodKind::{kind},");
+            }
+            let _ = write!(
+                buf,
+                "            _ => {rpc}::MethodKind::Unary,\n        }}\n    }}\n\n\
+                 \x20   fn call_stream(\n        &self,\n        method: usize,\n        ctx: &{rpc}::Context,\n\
+                 \x20       stream: {rpc}::StreamCall,\n    ) -> ::core::result::Result<(), {rpc}::Status> {{\n\
+                 \x20       match method {{\n"
+            );
+            for (index, method) in service.methods.iter().enumerate() {
+                let name = &method.name;
+                let body = match (method.client_streaming, method.server_streaming) {
+                    (false, false) => continue,
+                    (false, true) => format!(
+                        "{{\n                let (requests, responses) = stream.into_parts();\n\
+                         \x20               let req = {rpc}::RecvStream::single(requests)?;\n\
+                         \x20               self.inner.{name}(ctx, req, responses)\n            }}"
+                    ),
+                    (true, false) => format!(
+                        "{{\n                let (requests, mut responses) = stream.into_parts();\n\
+                         \x20               let resp = self.inner.{name}(ctx, requests)?;\n\
+                         \x20               responses.send(&resp)\n            }}"
+                    ),
+                    (true, true) => format!(
+                        "{{\n                let (requests, responses) = stream.into_parts();\n\
+                         \x20               self.inner.{name}(ctx, requests, responses)\n            }}"
+                    ),
+                };
+                let _ = writeln!(buf, "            {index} => {body}");
+            }
+            let _ = write!(
+                buf,
+                "            _ => ::core::result::Result::Err({rpc}::Status::unimplemented(\"unknown method\")),\n        }}\n    }}\n"
+            );
+        }
+        buf.push_str("}\n\n");
     }
 
     fn client_stub(&self, service: &Service, full_name: &str, buf: &mut String) {
@@ -172,9 +243,76 @@ impl ServiceGenerator {
              \x20   pub fn client(&self) -> &{rpc}::Client {{\n        &self.inner\n    }}\n"
         );
         for method in &service.methods {
-            self.client_method(method, full_name, buf);
+            if method.client_streaming || method.server_streaming {
+                self.client_stream_method(method, full_name, buf);
+            } else {
+                self.client_method(method, full_name, buf);
+            }
         }
         buf.push_str("}\n\n");
+    }
+
+    fn client_stream_method(&self, method: &Method, full_name: &str, buf: &mut String) {
+        let rpc = &self.rpc;
+        let ident = &method.name;
+        let base = base_ident(ident);
+        let (input, output, proto) = (&method.input_type, &method.output_type, &method.proto_name);
+        let path = format!("{full_name}/{proto}");
+        let (doc, req_param, ret, call, req_arg) = if method.client_streaming {
+            let what = if method.server_streaming {
+                "read the responses from the stream"
+            } else {
+                "wait for the one response with `RecvStream::single` (or `single_async`)"
+            };
+            (
+                format!(
+                    "Opens `{path}`: write requests into the sink (closing or dropping it\n\
+                     ends them), {what}. Dropping the stream before its\n\
+                     end cancels the call. Blocking (`send`, `recv`) and async\n\
+                     (`send_async`, `message`) forms are on the sink and the stream."
+                ),
+                String::new(),
+                format!(
+                    "::core::result::Result<({rpc}::SendSink<{input}>, {rpc}::RecvStream<{output}>), {rpc}::Status>"
+                ),
+                "open_stream",
+                "",
+            )
+        } else {
+            (
+                format!(
+                    "Opens `{path}` with its request: read the responses from the\n\
+                     stream, blocking (`recv`, or iterate) or async (`message`).\n\
+                     Dropping the stream before its end cancels the call."
+                ),
+                format!("req: &{input}"),
+                format!("::core::result::Result<{rpc}::RecvStream<{output}>, {rpc}::Status>"),
+                "server_stream",
+                "req, ",
+            )
+        };
+        let sep = if req_param.is_empty() { "" } else { ", " };
+        for with in [false, true] {
+            buf.push('\n');
+            if with {
+                let _ = writeln!(
+                    buf,
+                    "    /// As [`Self::{ident}`], with `options` (timeout, metadata)."
+                );
+                let _ = write!(
+                    buf,
+                    "    pub fn {base}_with(&self, {req_param}{sep}options: &{rpc}::CallOptions) -> {ret} {{\n\
+                     \x20       self.inner.{call}::<{input}, {output}>(Self::SERVICE, {proto:?}, {req_arg}options)\n    }}\n"
+                );
+            } else {
+                docs(&method.comments, "    ", &doc, buf);
+                let _ = write!(
+                    buf,
+                    "    pub fn {ident}(&self{sep}{req_param}) -> {ret} {{\n\
+                     \x20       self.inner.{call}::<{input}, {output}>(Self::SERVICE, {proto:?}, {req_arg}&{rpc}::CallOptions::DEFAULT)\n    }}\n"
+                );
+            }
+        }
     }
 
     fn client_method(&self, method: &Method, full_name: &str, buf: &mut String) {

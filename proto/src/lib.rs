@@ -32,7 +32,7 @@
 //! * a **client stub** `KvClient` over a `ferropoll_rpc::Client`, with four
 //!   forms per RPC: `get` (blocking), `get_with` (blocking, with
 //!   `CallOptions`), `get_async` and `get_async_with` (a runtime-agnostic
-//!   `CallFuture`).
+//!   `CallFuture`); streaming RPCs get the two forms described below.
 //!
 //! The crate also ships the protocol's own schema and the example services in
 //! [`protos_dir`]: `ferropoll/rpc.proto` (the frame header), `echo.proto` and
@@ -57,8 +57,14 @@
 //! }
 //! ```
 //!
-//! Streaming RPCs are not supported by ferropoll-rpc; [`Builder::compile`]
-//! rejects a file that declares one with [`Error::Streaming`].
+//! Streaming RPCs get streaming methods: in the server trait a handler
+//! that takes a `RecvStream` of requests and/or a `SendSink` for
+//! responses (`fn echo_stream(&self, ctx, requests: RecvStream<EchoRequest>,
+//! responses: SendSink<EchoResponse>) -> Result<(), Status>`), run on a pool
+//! worker; in the client stub a method that opens the stream
+//! (`echo_stream()` → `(SendSink<EchoRequest>, RecvStream<EchoResponse>)`,
+//! and `echo_stream_with(options)`), whose sink and stream have blocking
+//! and async forms.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -93,26 +93,33 @@ fn header_schema_parses() {
 }
 
 #[test]
-fn streaming_rpc_is_rejected() {
+fn streaming_rpcs_get_streaming_methods() {
     let src = scratch_dir("stream");
     std::fs::write(
         src.join("s.proto"),
-        "syntax = \"proto3\"; package s; message M {} service S { rpc Watch(M) returns (stream M); }",
+        "syntax = \"proto3\"; package s; message M {} service S { \
+         rpc Get(M) returns (M); rpc Watch(M) returns (stream M); \
+         rpc Upload(stream M) returns (M); rpc Chat(stream M) returns (stream M); }",
     )
     .unwrap();
-    let err = ferropoll_proto::Builder::new()
+    ferropoll_proto::Builder::new()
         .out_dir(&src)
         .emit_rerun_if_changed(false)
         .compile(&[src.join("s.proto")], &[&src])
-        .unwrap_err();
-    assert!(
-        matches!(err, ferropoll_proto::Error::Streaming { .. }),
-        "{err:?}"
-    );
-    assert_eq!(
-        err.to_string(),
-        "s.S/Watch is a streaming RPC; ferropoll-rpc supports unary RPCs only"
-    );
+        .unwrap();
+    let code = std::fs::read_to_string(src.join("s.rs")).unwrap();
+    for expected in [
+        "fn watch(&self, ctx: &::ferropoll_rpc::Context, req: M, responses: ::ferropoll_rpc::SendSink<M>) -> ::core::result::Result<(), ::ferropoll_rpc::Status>;",
+        "fn upload(&self, ctx: &::ferropoll_rpc::Context, requests: ::ferropoll_rpc::RecvStream<M>) -> ::core::result::Result<M, ::ferropoll_rpc::Status>;",
+        "fn chat(&self, ctx: &::ferropoll_rpc::Context, requests: ::ferropoll_rpc::RecvStream<M>, responses: ::ferropoll_rpc::SendSink<M>) -> ::core::result::Result<(), ::ferropoll_rpc::Status>;",
+        "1 => ::ferropoll_rpc::MethodKind::ServerStreaming,",
+        "2 => ::ferropoll_rpc::MethodKind::ClientStreaming,",
+        "3 => ::ferropoll_rpc::MethodKind::Bidi,",
+        "pub fn watch(&self, req: &M) -> ::core::result::Result<::ferropoll_rpc::RecvStream<M>, ::ferropoll_rpc::Status>",
+        "pub fn chat_with(&self, options: &::ferropoll_rpc::CallOptions)",
+    ] {
+        assert!(code.contains(expected), "missing {expected:?} in\n{code}");
+    }
     std::fs::remove_dir_all(src).unwrap();
 }
 

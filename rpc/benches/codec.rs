@@ -42,6 +42,15 @@ impl echo::Echo for EchoImpl {
             payload: req.payload,
         })
     }
+
+    fn echo_stream(
+        &self,
+        _: &Context,
+        _: ferropoll_rpc::RecvStream<echo::EchoRequest>,
+        _: ferropoll_rpc::SendSink<echo::EchoResponse>,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented("the codec benchmark has no streams"))
+    }
 }
 
 struct Stack {

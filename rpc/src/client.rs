@@ -18,6 +18,7 @@ use crate::metadata::Metadata;
 use crate::net_client::{NetClient, Target};
 use crate::server::{ServerConn, ServerEngine};
 use crate::status::{Code, Status};
+use crate::stream::{self, Outbox, RecvStream, SendSink, Side, StreamMap, StreamShared};
 
 /// Options of one call.
 ///
@@ -189,6 +190,7 @@ impl Default for ClientOptions {
 #[derive(Debug)]
 pub struct ClientSession {
     table: Arc<CallTable>,
+    streams: Arc<StreamMap>,
     limits: Limits,
     default_timeout: Option<Duration>,
 }
@@ -198,6 +200,7 @@ impl ClientSession {
     pub fn new(options: &ClientOptions) -> ClientSession {
         ClientSession {
             table: Arc::new(CallTable::new(options.limits.max_in_flight)),
+            streams: Arc::default(),
             limits: options.limits,
             default_timeout: options.default_timeout,
         }
@@ -241,6 +244,72 @@ impl ClientSession {
                 CallFuture::failed(request_error(e))
             }
         }
+    }
+
+    /// Opens a streaming call: encodes its opening REQUEST into `out`
+    /// (unflushed) — followed, for a server-streaming call, by its one
+    /// request `first` and the half-close — and registers the stream. Its
+    /// later frames (messages, window updates, the half-close, a cancel)
+    /// go through `outbox`.
+    ///
+    /// # Errors
+    ///
+    /// The session is closed; [`Limits::max_streams`] streams are open
+    /// (RESOURCE_EXHAUSTED); the request breaks the limits. Nothing is
+    /// written then.
+    pub(crate) fn start_stream<Req: Message, Resp: Message + Default>(
+        &self,
+        out: &mut LinkBuffer,
+        outbox: Arc<dyn Outbox>,
+        service: &str,
+        method: &str,
+        first: Option<&Req>,
+        options: &CallOptions,
+    ) -> Result<(SendSink<Req>, RecvStream<Resp>), Status> {
+        let open = self.streams.lock().len();
+        if open >= self.limits.max_streams {
+            return Err(Status::resource_exhausted(format!(
+                "{open} streams open on this connection (limit {})",
+                self.limits.max_streams
+            )));
+        }
+        let seq = self.table.allocate_seq()?;
+        let timeout = options.timeout.or(self.default_timeout);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let head = RequestHead {
+            seq,
+            service,
+            method,
+            timeout,
+            metadata: &options.metadata,
+            oneway: false,
+        };
+        let mut frames = LinkBuffer::new();
+        codec::encode_stream_open(&mut frames, &self.limits, &head).map_err(request_error)?;
+        if let Some(req) = first {
+            codec::encode_message(&mut frames, &self.limits, seq, req).map_err(request_error)?;
+            codec::encode_half_close(&mut frames, seq);
+        }
+        let shared = StreamShared::new(
+            seq,
+            Side::Client,
+            deadline,
+            self.limits,
+            self.limits.stream_window,
+            outbox,
+            &self.streams,
+            &mut frames,
+        );
+        if let Some(req) = first {
+            shared.sent_ahead(req.encoded_len());
+        }
+        out.append(frames);
+        Ok((SendSink::new(Arc::clone(&shared)), RecvStream::new(shared)))
+    }
+
+    /// Streaming calls open.
+    pub fn open_streams(&self) -> usize {
+        self.streams.lock().len()
     }
 
     /// Encodes a ONEWAY request into `out` (unflushed); no answer will come.
@@ -307,7 +376,40 @@ impl ClientSession {
             let kind = frame.message_type();
             let (header, payload) = (frame.header, frame.payload);
             match kind {
+                Some(kind @ (MessageType::Message | MessageType::Window)) => {
+                    let stream = self.streams.lock().get(&header.seq).cloned();
+                    let Some(stream) = stream else {
+                        tracing::debug!(
+                            seq = header.seq,
+                            ?kind,
+                            "skipping a frame of a stream not open"
+                        );
+                        continue;
+                    };
+                    let result = if kind == MessageType::Message {
+                        stream.deliver(payload)
+                    } else {
+                        stream.grant(header.window)
+                    };
+                    if let Err(e) = result {
+                        self.close(Status::unavailable(format!("connection closed: {e}")));
+                        return Err(e);
+                    }
+                }
                 Some(MessageType::Response) => {
+                    let stream = self.streams.lock().get(&header.seq).cloned();
+                    if let Some(stream) = stream {
+                        let status = Status::from_parts(
+                            Code::from_u32(header.status_code),
+                            header.status_message,
+                            Metadata::from_entries(header.metadata),
+                        );
+                        if let Err(e) = stream.remote_end(status) {
+                            self.close(Status::unavailable(format!("connection closed: {e}")));
+                            return Err(e);
+                        }
+                        continue;
+                    }
                     let outcome = if header.status_code == Code::Ok.as_u32() {
                         Ok(payload)
                     } else {
@@ -338,18 +440,32 @@ impl ClientSession {
 
     /// Fails calls whose deadline passed with DEADLINE_EXCEEDED; see
     /// [`CallTable::expire`].
+    /// Streams whose deadline passed end with DEADLINE_EXCEEDED (and a
+    /// CANCEL to the server) too.
     pub fn expire(&self, now: Instant) -> usize {
+        stream::expire_all(&self.streams, now);
         self.table.expire(now)
     }
 
     /// When [`expire`](ClientSession::expire) should next be called.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.table.next_deadline()
+        let streams = self
+            .streams
+            .lock()
+            .values()
+            .filter_map(|s| s.deadline())
+            .min();
+        match (self.table.next_deadline(), streams) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Fails every pending and later call with `status` (connection lost).
+    /// Fails every pending and later call with `status` (connection
+    /// lost); open streams end with it.
     pub fn close(&self, status: Status) {
-        self.table.close(status);
+        self.table.close(status.clone());
+        stream::abort_all(&self.streams, &status);
     }
 
     /// Whether the session was closed.
@@ -625,6 +741,64 @@ impl Client {
                 in_process_exchange(engine, conn, session, wire);
                 call
             }
+        }
+    }
+
+    /// Opens a client-streaming or bidirectional call of
+    /// `service`/`method`: write requests into the sink (dropping or
+    /// closing it ends them), read responses from the stream (dropping it
+    /// before the end cancels the call). Nothing blocks here: the opening
+    /// is on its way when this returns. The call's deadline
+    /// ([`CallOptions::with_timeout`], else the client's default) ends both
+    /// halves with DEADLINE_EXCEEDED and cancels the handler.
+    ///
+    /// For a client-streaming call, [`RecvStream::single`] waits for the
+    /// one response.
+    ///
+    /// # Errors
+    ///
+    /// UNAVAILABLE (no connection), RESOURCE_EXHAUSTED (too many streams
+    /// open on the connection), UNIMPLEMENTED for an in-process client.
+    pub fn open_stream<Req: Message, Resp: Message + Default>(
+        &self,
+        service: &str,
+        method: &str,
+        options: &CallOptions,
+    ) -> Result<(SendSink<Req>, RecvStream<Resp>), Status> {
+        self.stream(service, method, None, options)
+    }
+
+    /// Opens a server-streaming call of `service`/`method` with its one
+    /// request `req`; read the responses from the returned stream
+    /// (dropping it before the end cancels the call).
+    ///
+    /// # Errors
+    ///
+    /// As [`open_stream`](Client::open_stream).
+    pub fn server_stream<Req: Message, Resp: Message + Default>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        options: &CallOptions,
+    ) -> Result<RecvStream<Resp>, Status> {
+        self.stream(service, method, Some(req), options)
+            .map(|(_sink, responses)| responses)
+    }
+
+    fn stream<Req: Message, Resp: Message + Default>(
+        &self,
+        service: &str,
+        method: &str,
+        first: Option<&Req>,
+        options: &CallOptions,
+    ) -> Result<(SendSink<Req>, RecvStream<Resp>), Status> {
+        match &self.inner.backend {
+            Backend::Net(net) => net.stream(service, method, first, options),
+            Backend::Cluster(core) => core.stream(service, method, first, options),
+            Backend::InProcess { .. } => Err(Status::unimplemented(
+                "streaming calls need a connection (Client::connect)",
+            )),
         }
     }
 

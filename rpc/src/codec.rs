@@ -51,6 +51,13 @@ pub struct Limits {
     /// their response; on a server, pool-dispatched calls queued or running.
     /// Default 1024.
     pub max_in_flight: usize,
+    /// Most streaming calls open at once on one connection; a stream
+    /// opened beyond it is answered RESOURCE_EXHAUSTED. Default 128.
+    pub max_streams: usize,
+    /// The receive window of each stream, in bytes: how much of the peer's
+    /// messages may wait unconsumed (see `PROTOCOL.md`, "Flow control").
+    /// At least 64 KiB (the initial window); default 64 KiB.
+    pub stream_window: u32,
 }
 
 impl Limits {
@@ -60,6 +67,8 @@ impl Limits {
         max_header_len: 64 << 10,
         max_metadata_entries: 64,
         max_in_flight: 1024,
+        max_streams: 128,
+        stream_window: crate::stream::INITIAL_WINDOW,
     };
 }
 
@@ -87,6 +96,15 @@ pub enum MessageType {
     Pong = 5,
     /// A connection-level error; the sender closes after it.
     Error = 6,
+    /// One message of a streaming call, either direction.
+    Message = 7,
+    /// The client sends no more messages on this stream (half-close).
+    HalfClose = 8,
+    /// The client abandons the call; the server stops its handler.
+    Cancel = 9,
+    /// Flow-control credit for a stream: the receiver may send `window`
+    /// more bytes of messages.
+    Window = 10,
 }
 
 /// The decoded header of a frame (`ferropoll.rpc.Header` in
@@ -118,6 +136,13 @@ pub struct Header {
     /// Metadata entries in wire order.
     #[prost(message, repeated, tag = "8")]
     pub metadata: Vec<MetadataEntry>,
+    /// A REQUEST that opens a streaming call (its messages follow in
+    /// MESSAGE frames; it carries no payload itself).
+    #[prost(bool, tag = "9")]
+    pub stream: bool,
+    /// Bytes of credit granted by a WINDOW frame.
+    #[prost(uint32, tag = "10")]
+    pub window: u32,
 }
 
 impl Header {
@@ -221,6 +246,24 @@ pub enum ProtocolError {
         /// Strikes in a row (pings too close together, no request between).
         strikes: u32,
     },
+    /// A stream message beyond the credit this side granted.
+    FlowControl {
+        /// The stream.
+        seq: u64,
+    },
+    /// A WINDOW frame that takes the credit past 2³¹ − 1.
+    WindowOverflow {
+        /// The stream.
+        seq: u64,
+    },
+    /// A stream frame that its stream's state does not allow (a message
+    /// after the half-close, a second half-close).
+    StreamState {
+        /// The stream.
+        seq: u64,
+        /// What arrived.
+        what: &'static str,
+    },
     /// The buffer refused an operation its length allowed (a bug in the buffer).
     Buffer(ferropoll_linkbuffer::Error),
 }
@@ -231,7 +274,8 @@ impl ProtocolError {
         let code = match self {
             ProtocolError::FrameTooLarge { .. }
             | ProtocolError::HeaderTooLarge { .. }
-            | ProtocolError::TooManyPings { .. } => Code::ResourceExhausted,
+            | ProtocolError::TooManyPings { .. }
+            | ProtocolError::FlowControl { .. } => Code::ResourceExhausted,
             ProtocolError::UnsupportedVersion { .. } => Code::Unimplemented,
             ProtocolError::PeerError(s) => return s.clone(),
             ProtocolError::Buffer(_) => Code::Internal,
@@ -279,6 +323,13 @@ impl fmt::Display for ProtocolError {
                 f,
                 "too many pings ({strikes} in a row closer together than the server allows)"
             ),
+            ProtocolError::FlowControl { seq } => {
+                write!(f, "stream {seq}: a message beyond the flow-control window")
+            }
+            ProtocolError::WindowOverflow { seq } => {
+                write!(f, "stream {seq}: window update overflows the credit")
+            }
+            ProtocolError::StreamState { seq, what } => write!(f, "stream {seq}: {what}"),
             ProtocolError::Buffer(e) => write!(f, "buffer error: {e:?}"),
         }
     }
@@ -482,6 +533,8 @@ struct HeaderRef<'a> {
     status_message: &'a str,
     timeout_us: u64,
     metadata: &'a [MetadataEntry],
+    stream: bool,
+    window: u32,
 }
 
 impl<'a> HeaderRef<'a> {
@@ -495,6 +548,8 @@ impl<'a> HeaderRef<'a> {
             status_message: "",
             timeout_us: 0,
             metadata: &[],
+            stream: false,
+            window: 0,
         }
     }
 
@@ -525,6 +580,8 @@ impl<'a> HeaderRef<'a> {
                 .iter()
                 .map(|e| prost::encoding::message::encoded_len(8, e))
                 .sum::<usize>()
+            + varint(9, self.stream.into())
+            + varint(10, self.window.into())
     }
 
     fn encode(&self, buf: &mut impl BufMut) {
@@ -551,6 +608,8 @@ impl<'a> HeaderRef<'a> {
         for entry in self.metadata {
             prost::encoding::message::encode(8, entry, buf);
         }
+        varint(9, self.stream.into(), buf);
+        varint(10, self.window.into(), buf);
     }
 }
 
@@ -638,6 +697,79 @@ pub struct RequestHead<'a> {
     pub metadata: &'a Metadata,
     /// A ONEWAY frame (no response expected) instead of a REQUEST.
     pub oneway: bool,
+}
+
+/// Encodes the REQUEST that opens a streaming call: `stream` set, no
+/// payload (the messages follow as [`encode_message`] frames). Returns the
+/// bytes written.
+///
+/// # Errors
+///
+/// As [`encode_request`]; nothing is written then.
+pub fn encode_stream_open(
+    out: &mut LinkBuffer,
+    limits: &Limits,
+    head: &RequestHead<'_>,
+) -> Result<usize, ProtocolError> {
+    if head.metadata.len() > limits.max_metadata_entries {
+        return Err(ProtocolError::TooMuchMetadata {
+            count: head.metadata.len(),
+            max: limits.max_metadata_entries,
+        });
+    }
+    let header = HeaderRef {
+        service: head.service,
+        method: head.method,
+        timeout_us: head.timeout.map_or(0, timeout_to_micros),
+        metadata: head.metadata.entries(),
+        stream: true,
+        ..HeaderRef::new(head.seq, MessageType::Request)
+    };
+    write_head(out, limits, &header, 0)
+}
+
+/// Encodes one MESSAGE frame of stream `seq` carrying `msg`. Returns the
+/// bytes written.
+///
+/// # Errors
+///
+/// [`ProtocolError::FrameTooLarge`] when `msg` does not fit `limits`;
+/// nothing is written then.
+pub fn encode_message<M: Message>(
+    out: &mut LinkBuffer,
+    limits: &Limits,
+    seq: u64,
+    msg: &M,
+) -> Result<usize, ProtocolError> {
+    write_message(out, limits, &HeaderRef::new(seq, MessageType::Message), msg)
+}
+
+/// Encodes a HALF_CLOSE frame (the client's end of its messages on stream
+/// `seq`). Returns the bytes written.
+pub fn encode_half_close(out: &mut LinkBuffer, seq: u64) -> usize {
+    bare(out, &HeaderRef::new(seq, MessageType::HalfClose))
+}
+
+/// Encodes a CANCEL frame for call `seq`. Returns the bytes written.
+pub fn encode_cancel(out: &mut LinkBuffer, seq: u64) -> usize {
+    bare(out, &HeaderRef::new(seq, MessageType::Cancel))
+}
+
+/// Encodes a WINDOW frame granting `bytes` more of credit on stream `seq`.
+/// Returns the bytes written.
+pub fn encode_window(out: &mut LinkBuffer, seq: u64, bytes: u32) -> usize {
+    bare(
+        out,
+        &HeaderRef {
+            window: bytes,
+            ..HeaderRef::new(seq, MessageType::Window)
+        },
+    )
+}
+
+/// A frame of a few header bytes and no payload (always within any limits).
+fn bare(out: &mut LinkBuffer, header: &HeaderRef<'_>) -> usize {
+    write_head(out, &Limits::DEFAULT, header, 0).unwrap_or(0)
 }
 
 /// Encodes a REQUEST (or ONEWAY) frame. Returns the bytes written.

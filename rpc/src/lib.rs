@@ -86,6 +86,7 @@ mod net_server;
 mod server;
 mod service;
 mod status;
+mod stream;
 
 pub use call::{CallFuture, CallTable};
 pub use client::{CallOptions, Client, ClientOptions, ClientSession};
@@ -99,3 +100,7 @@ pub use net_server::{Server, ServerBuilder};
 pub use server::{DeferredCall, Progress, RegisterError, ServerConn, ServerEngine, ServiceConfig};
 pub use service::{Dispatch, Reply, Service};
 pub use status::{Code, Status};
+pub use stream::{
+    INITIAL_WINDOW, MESSAGE_OVERHEAD, MethodKind, NextMessage, RecvStream, SendMessage, SendSink,
+    StreamCall,
+};

@@ -54,6 +54,7 @@ use crate::deadline_timer::{DeadlineTimer, Expire};
 use crate::keepalive::{Keepalive, instant_of, now_ns};
 use crate::net_server::announce_partial_frame;
 use crate::status::{Code, Status};
+use crate::stream::{Outbox, RecvStream, SendSink};
 
 /// Where the server is.
 #[derive(Clone, Debug)]
@@ -122,6 +123,26 @@ impl ConnSession {
         }
         self.kick();
         call
+    }
+
+    /// Opens a stream on this connection and sends its opening.
+    fn start_stream<Req: Message, Resp: Message + Default>(
+        self: &Arc<Self>,
+        service: &str,
+        method: &str,
+        first: Option<&Req>,
+        options: &CallOptions,
+    ) -> Result<(SendSink<Req>, RecvStream<Resp>), Status> {
+        let opened = {
+            let mut staged = self.staged.lock();
+            let outbox = Arc::clone(self) as Arc<dyn Outbox>;
+            self.session
+                .start_stream(&mut staged, outbox, service, method, first, options)
+        };
+        if opened.is_ok() {
+            self.kick();
+        }
+        opened
     }
 
     /// The keepalive's step at `now`: pings a connection quiet for the
@@ -221,6 +242,13 @@ impl ConnSession {
             // the pending calls.
             tracing::debug!(conn = self.conn.id(), "rpc request not sent: {e}");
         }
+    }
+}
+
+impl Outbox for ConnSession {
+    fn send(&self, frames: LinkBuffer) {
+        self.staged.lock().append(frames);
+        self.kick();
     }
 }
 
@@ -583,6 +611,26 @@ impl NetClient {
             },
         );
         picked.unwrap_or_else(CallFuture::failed)
+    }
+
+    /// Opens a stream on a connection picked as for a call; see
+    /// [`Client::open_stream`](crate::Client::open_stream).
+    pub(crate) fn stream<Req: Message, Resp: Message + Default>(
+        &self,
+        service: &str,
+        method: &str,
+        first: Option<&Req>,
+        options: &CallOptions,
+    ) -> Result<(SendSink<Req>, RecvStream<Resp>), Status> {
+        let opened = self.pick(
+            |cs| cs.start_stream(service, method, first, options),
+            |r| matches!(r, Err(s) if s.code() == Code::ResourceExhausted),
+        )?;
+        if let Ok((_, responses)) = &opened {
+            // An unpolled async stream still ends at its deadline.
+            self.watch_deadline(responses.deadline());
+        }
+        opened
     }
 
     /// Makes sure an unpolled future still fails at its deadline (and

@@ -34,6 +34,7 @@ use crate::keepalive::{self, PingPolicy};
 use crate::server::{DeferredCall, RegisterError, ServerConn, ServerEngine, ServiceConfig};
 use crate::service::Service;
 use crate::status::Status;
+use crate::stream::{self, Outbox};
 
 /// Configures a [`Server`]: its services, limits and event loops.
 ///
@@ -402,10 +403,18 @@ impl Handler for RpcHandler {
             ferropoll_transport::Addr::Tcp(a) => PeerAddr::from(*a),
             other => PeerAddr::other(other.to_string()),
         };
+        let outbox = Arc::new(ConnOutbox(conn.clone()));
         let state = ConnState {
-            conn: ServerConn::new(peer),
+            conn: ServerConn::with_outbox(peer, outbox),
             deferred: Vec::new(),
         };
+        // A lost connection ends its streams: their handlers wake with
+        // CANCELLED. (The callback holds the stream map, not the
+        // connection, so nothing keeps the connection alive.)
+        let streams = state.conn.streams();
+        conn.add_close_callback(move |_| {
+            stream::abort_all(&streams, &Status::cancelled("the connection closed"));
+        });
         if let Some(idle) = self.idle_timeout {
             let (last_call, in_flight) = state.conn.activity();
             let watch = IdleWatch {
@@ -532,6 +541,17 @@ impl IdleWatch {
             let left = self.idle - quiet;
             self.arm(conn, left);
         }
+    }
+}
+
+/// A connection as the outbox of its streaming handlers. The streams hold
+/// it while they run; the connection's close callback ends them, so the
+/// reference does not outlive the handlers.
+struct ConnOutbox(Connection);
+
+impl Outbox for ConnOutbox {
+    fn send(&self, frames: ferropoll_linkbuffer::LinkBuffer) {
+        send(&self.0, frames);
     }
 }
 

@@ -23,6 +23,7 @@ use crate::keepalive::{self, PingPolicy, PingStrikes};
 use crate::metadata::Metadata;
 use crate::service::{Dispatch, Reply, Service};
 use crate::status::Status;
+use crate::stream::{MethodKind, Outbox, Side, StreamCall, StreamMap, StreamShared};
 
 /// Why a registration failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +56,7 @@ impl std::error::Error for RegisterError {}
 struct MethodEntry {
     name: &'static str,
     dispatch: Dispatch,
+    kind: MethodKind,
 }
 
 struct ServiceEntry {
@@ -132,24 +134,49 @@ impl ServiceConfig<'_> {
 }
 
 /// Per-connection state of the server side; one per accepted connection.
-#[derive(Debug)]
 pub struct ServerConn {
     peer: PeerAddr,
     in_flight: Arc<AtomicUsize>,
     /// When the last call arrived ([`keepalive::now_ns`]; 0: none yet).
     last_call: Arc<AtomicU64>,
     pings: PingStrikes,
+    /// Streaming calls open on this connection.
+    streams: Arc<StreamMap>,
+    /// Where streaming handlers write (none: streams are refused).
+    outbox: Option<Arc<dyn Outbox>>,
 }
 
 impl ServerConn {
-    /// State for a connection from `peer`.
+    /// State for a connection from `peer`. Streaming calls are refused
+    /// (UNIMPLEMENTED) on a connection made this way: their handlers write
+    /// from pool threads, which needs the socket glue.
     pub fn new(peer: PeerAddr) -> ServerConn {
         ServerConn {
             peer,
             in_flight: Arc::new(AtomicUsize::new(0)),
             last_call: Arc::new(AtomicU64::new(0)),
             pings: PingStrikes::default(),
+            streams: Arc::default(),
+            outbox: None,
         }
+    }
+
+    /// State for a connection whose streaming handlers send through `outbox`.
+    pub(crate) fn with_outbox(peer: PeerAddr, outbox: Arc<dyn Outbox>) -> ServerConn {
+        ServerConn {
+            outbox: Some(outbox),
+            ..ServerConn::new(peer)
+        }
+    }
+
+    /// The open streams, to abort them when the connection closes.
+    pub(crate) fn streams(&self) -> Arc<StreamMap> {
+        Arc::clone(&self.streams)
+    }
+
+    /// Streaming calls open on this connection.
+    pub fn open_streams(&self) -> usize {
+        self.streams.lock().len()
     }
 
     /// What an idle check needs from another thread: when the last call
@@ -166,6 +193,16 @@ impl ServerConn {
     /// Pool-dispatched calls of this connection queued or running.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+impl fmt::Debug for ServerConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConn")
+            .field("peer", &self.peer)
+            .field("in_flight", &self.in_flight())
+            .field("open_streams", &self.open_streams())
+            .finish_non_exhaustive()
     }
 }
 
@@ -190,10 +227,18 @@ pub struct DeferredCall {
     service: Arc<dyn Service>,
     method: usize,
     ctx: Context,
-    payload: LinkBuffer,
-    oneway: bool,
+    work: Work,
     limits: Limits,
     _in_flight: InFlight,
+}
+
+enum Work {
+    Unary {
+        payload: LinkBuffer,
+        oneway: bool,
+    },
+    /// A streaming call: its frames go through the stream's outbox.
+    Stream(Arc<StreamShared>),
 }
 
 impl DeferredCall {
@@ -206,12 +251,20 @@ impl DeferredCall {
     /// UNAVAILABLE when no worker can take it); nothing for a ONEWAY call.
     /// Returns whether a frame was written to `out`.
     pub fn reject(self, status: &Status, out: &mut LinkBuffer) -> bool {
-        if self.oneway {
-            tracing::debug!(seq = self.ctx.seq(), "oneway call dropped: {status}");
-            return false;
+        match self.work {
+            Work::Unary { oneway: true, .. } => {
+                tracing::debug!(seq = self.ctx.seq(), "oneway call dropped: {status}");
+                false
+            }
+            Work::Unary { .. } => {
+                codec::encode_status(out, &self.limits, self.ctx.seq(), status);
+                true
+            }
+            Work::Stream(shared) => {
+                shared.end_local(Some(status));
+                false
+            }
         }
-        codec::encode_status(out, &self.limits, self.ctx.seq(), status);
-        true
     }
 
     /// Runs the call — unless its deadline passed while it waited, then it
@@ -219,26 +272,41 @@ impl DeferredCall {
     /// for a ONEWAY call). Panics are caught and answered INTERNAL. Returns
     /// whether a frame was written; the caller then flushes `out` to the
     /// connection (the transport keeps frames of concurrent writers whole).
+    ///
+    /// A streaming call runs until its handler returns, sending its
+    /// messages and final status itself; it writes nothing to `out`.
     pub fn run(self, out: &mut LinkBuffer) -> bool {
-        let out = if self.oneway { None } else { Some(out) };
-        run_call(
-            &*self.service,
-            self.method,
-            &self.ctx,
-            self.payload,
-            out,
-            &self.limits,
-        )
+        match self.work {
+            Work::Unary { payload, oneway } => {
+                let out = if oneway { None } else { Some(out) };
+                run_call(
+                    &*self.service,
+                    self.method,
+                    &self.ctx,
+                    payload,
+                    out,
+                    &self.limits,
+                )
+            }
+            Work::Stream(shared) => {
+                run_stream(&*self.service, self.method, &self.ctx, shared);
+                false
+            }
+        }
     }
 }
 
 impl fmt::Debug for DeferredCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeferredCall")
-            .field("ctx", &self.ctx)
-            .field("payload_len", &self.payload.len())
-            .field("oneway", &self.oneway)
-            .finish()
+        let mut d = f.debug_struct("DeferredCall");
+        d.field("ctx", &self.ctx);
+        match &self.work {
+            Work::Unary { payload, oneway } => d
+                .field("payload_len", &payload.len())
+                .field("oneway", oneway),
+            Work::Stream(_) => d.field("stream", &true),
+        };
+        d.finish()
     }
 }
 
@@ -288,11 +356,7 @@ fn run_call(
     }
     let status = match outcome {
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("a non-string payload");
+            let what = panic_text(&*panic);
             tracing::error!(
                 service = ctx.service(),
                 method = ctx.method(),
@@ -309,6 +373,39 @@ fn run_call(
         }
         None => false,
     }
+}
+
+/// The panic payload as text.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-string payload")
+}
+
+/// Runs a streaming call's handler to its end and sends its final status
+/// (INTERNAL if it panicked; nothing if the client cancelled).
+fn run_stream(service: &dyn Service, method: usize, ctx: &Context, shared: Arc<StreamShared>) {
+    let status = if ctx.is_expired() {
+        Status::deadline_exceeded("deadline passed before the handler started")
+    } else {
+        let call = StreamCall::new(Arc::clone(&shared));
+        match catch_unwind(AssertUnwindSafe(|| service.call_stream(method, ctx, call))) {
+            Ok(Ok(())) => Status::new(crate::status::Code::Ok, ""),
+            Ok(Err(status)) => status,
+            Err(panic) => {
+                tracing::error!(
+                    service = ctx.service(),
+                    method = ctx.method(),
+                    "streaming handler panicked: {}",
+                    panic_text(&*panic)
+                );
+                Status::internal("handler panicked")
+            }
+        }
+    };
+    shared.end_local(Some(&status));
 }
 
 /// The registry of services and the request-processing engine of a server.
@@ -435,6 +532,7 @@ impl ServerEngine {
             .map(|(i, &m)| MethodEntry {
                 name: m,
                 dispatch: service.dispatch(i),
+                kind: service.kind(i),
             })
             .collect();
         let entry = self.services.entry(key).or_insert(ServiceEntry {
@@ -557,6 +655,17 @@ impl ServerEngine {
                 Some(MessageType::Error) => {
                     return Err(ProtocolError::PeerError(frame.header.status()));
                 }
+                Some(
+                    kind @ (MessageType::Message
+                    | MessageType::HalfClose
+                    | MessageType::Cancel
+                    | MessageType::Window),
+                ) => {
+                    if let Err(e) = self.handle_stream_frame(conn, kind, frame) {
+                        codec::encode_error(output, &self.limits, 0, &e.status());
+                        return Err(e);
+                    }
+                }
                 Some(kind @ (MessageType::Response | MessageType::Pong)) => {
                     tracing::debug!(
                         ?kind,
@@ -568,6 +677,32 @@ impl ServerEngine {
                     tracing::debug!(kind = frame.header.kind, "skipping a frame of unknown type");
                 }
             }
+        }
+    }
+
+    /// A frame of an open stream. Frames for a stream that is not open (it
+    /// ended, or never was) are skipped: the peer may not have heard of
+    /// the end yet.
+    fn handle_stream_frame(
+        &self,
+        conn: &ServerConn,
+        kind: MessageType,
+        frame: Frame,
+    ) -> Result<(), ProtocolError> {
+        let seq = frame.header.seq;
+        let Some(shared) = conn.streams.lock().get(&seq).cloned() else {
+            tracing::debug!(seq, ?kind, "skipping a frame of a stream not open");
+            return Ok(());
+        };
+        match kind {
+            MessageType::Message => shared.deliver(frame.payload),
+            MessageType::HalfClose => shared.remote_end(Status::new(crate::status::Code::Ok, "")),
+            MessageType::Cancel => {
+                shared.abort(Status::cancelled("the client cancelled the call"));
+                Ok(())
+            }
+            MessageType::Window => shared.grant(frame.header.window),
+            _ => Ok(()),
         }
     }
 
@@ -614,6 +749,18 @@ impl ServerEngine {
             )));
             return;
         };
+        if method.kind.is_streaming() != header.stream || (header.stream && oneway) {
+            let what = if method.kind.is_streaming() {
+                "a streaming method: open it as a stream"
+            } else {
+                "a unary method: call it without a stream"
+            };
+            reject(Status::unimplemented(format!(
+                "{}/{} is {what}",
+                entry.name, method.name
+            )));
+            return;
+        }
         let deadline = match header.timeout_us {
             0 => None,
             us => received_at.checked_add(Duration::from_micros(us)),
@@ -626,6 +773,52 @@ impl ServerEngine {
             Metadata::from_entries(header.metadata),
             conn.peer.clone(),
         );
+        if header.stream {
+            let Some(outbox) = &conn.outbox else {
+                reject(Status::unimplemented(
+                    "streaming calls need a connection served by a Server",
+                ));
+                return;
+            };
+            let open = conn.streams.lock().len();
+            if open >= self.limits.max_streams {
+                reject(Status::resource_exhausted(format!(
+                    "{open} streams open on this connection (limit {})",
+                    self.limits.max_streams
+                )));
+                return;
+            }
+            let before = conn.in_flight.fetch_add(1, Ordering::AcqRel);
+            let guard = InFlight(Arc::clone(&conn.in_flight));
+            if before >= self.limits.max_in_flight {
+                drop(guard);
+                reject(Status::resource_exhausted(format!(
+                    "{before} calls in flight on this connection (limit {})",
+                    self.limits.max_in_flight
+                )));
+                return;
+            }
+            let shared = StreamShared::new(
+                seq,
+                Side::Server,
+                deadline,
+                self.limits,
+                self.limits.stream_window,
+                Arc::clone(outbox),
+                &conn.streams,
+                output,
+            );
+            deferred.push(DeferredCall {
+                service: Arc::clone(&entry.service),
+                method: index,
+                ctx,
+                work: Work::Stream(shared),
+                limits: self.limits,
+                _in_flight: guard,
+            });
+            progress.deferred += 1;
+            return;
+        }
         match method.dispatch {
             Dispatch::Inline => {
                 let out = if oneway { None } else { Some(&mut *output) };
@@ -648,8 +841,7 @@ impl ServerEngine {
                     service: Arc::clone(&entry.service),
                     method: index,
                     ctx,
-                    payload,
-                    oneway,
+                    work: Work::Unary { payload, oneway },
                     limits: self.limits,
                     _in_flight: guard,
                 });

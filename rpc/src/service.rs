@@ -6,6 +6,7 @@ use prost::Message;
 use crate::codec::{self, Limits};
 use crate::context::Context;
 use crate::status::Status;
+use crate::stream::{MethodKind, StreamCall};
 
 /// Where a method's handler runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -51,6 +52,30 @@ pub trait Service: Send + Sync + 'static {
     /// with `reply`. Dropping `reply` unanswered makes the server answer
     /// INTERNAL; a panic is caught and answered INTERNAL too.
     fn call(&self, method: usize, ctx: &Context, request: LinkBuffer, reply: Reply<'_>);
+
+    /// How method `method` exchanges messages (default: unary). A
+    /// streaming method is served by [`call_stream`](Service::call_stream)
+    /// on a pool worker, whatever its [`Dispatch`].
+    fn kind(&self, method: usize) -> MethodKind {
+        let _ = method;
+        MethodKind::Unary
+    }
+
+    /// Serves one streaming call of method `method`: read the requests
+    /// from the stream, write responses into its sink; the returned status
+    /// is the call's final status (OK for `Ok(())`). Runs on a pool worker:
+    /// receiving and sending block (for window). A panic is caught and
+    /// ends the call with INTERNAL. The default answers UNIMPLEMENTED.
+    ///
+    /// # Errors
+    ///
+    /// The call's failure status, sent to the caller after the messages.
+    fn call_stream(&self, method: usize, ctx: &Context, stream: StreamCall) -> Result<(), Status> {
+        let _ = (method, ctx, stream);
+        Err(Status::unimplemented(
+            "this service has no streaming methods",
+        ))
+    }
 }
 
 /// The one answer to one call; consumed by answering. Writes the response

@@ -112,12 +112,12 @@ fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     v
 }
 
-/// A header whose field 9 (unknown to version 1) holds `depth` nested
+/// A header whose field 15 (unknown to this version) holds `depth` nested
 /// groups: deep nesting for the decoder's recursion limit.
 fn deeply_nested(depth: usize) -> Vec<u8> {
     let mut h = header(7, MessageType::Request as i32, "echo.Echo", "Echo").encode_to_vec();
-    h.extend(std::iter::repeat_n(0x4B_u8, depth)); // field 9, start group
-    h.extend(std::iter::repeat_n(0x4C_u8, depth)); // field 9, end group
+    h.extend(std::iter::repeat_n(0x7B_u8, depth)); // field 15, start group
+    h.extend(std::iter::repeat_n(0x7C_u8, depth)); // field 15, end group
     h
 }
 

@@ -106,6 +106,14 @@ impl common::echo::Echo for SharedEcho {
     fn echo(&self, ctx: &Context, req: EchoRequest) -> Result<common::echo::EchoResponse, Status> {
         common::echo::Echo::echo(&*self.0, ctx, req)
     }
+    fn echo_stream(
+        &self,
+        ctx: &Context,
+        requests: ferropoll_rpc::RecvStream<EchoRequest>,
+        responses: ferropoll_rpc::SendSink<common::echo::EchoResponse>,
+    ) -> Result<(), Status> {
+        common::echo::Echo::echo_stream(&*self.0, ctx, requests, responses)
+    }
 }
 
 /// One server of a test cluster.

@@ -28,6 +28,14 @@ fn engine_with(echo: Arc<EchoImpl>, dispatch: Dispatch) -> ServerEngine {
         ) -> Result<EchoResponse, Status> {
             common::echo::Echo::echo(&*self.0, ctx, req)
         }
+        fn echo_stream(
+            &self,
+            _: &ferropoll_rpc::Context,
+            _: ferropoll_rpc::RecvStream<EchoRequest>,
+            _: ferropoll_rpc::SendSink<EchoResponse>,
+        ) -> Result<(), Status> {
+            Err(Status::unimplemented("not used by this test"))
+        }
     }
     let mut engine = ServerEngine::new();
     engine
@@ -743,12 +751,28 @@ fn request_payload_bytes_are_not_copied() {
                 payload: req.payload,
             })
         }
+        fn echo_stream(
+            &self,
+            _: &ferropoll_rpc::Context,
+            _: ferropoll_rpc::RecvStream<EchoRequest>,
+            _: ferropoll_rpc::SendSink<EchoResponse>,
+        ) -> Result<(), Status> {
+            Err(Status::unimplemented("not used by this test"))
+        }
     }
     let check = Arc::new(Check(std::sync::Mutex::new(None)));
     struct Shared(Arc<Check>);
     impl common::echo::Echo for Shared {
         fn echo(&self, c: &ferropoll_rpc::Context, r: EchoRequest) -> Result<EchoResponse, Status> {
             self.0.echo(c, r)
+        }
+        fn echo_stream(
+            &self,
+            _: &ferropoll_rpc::Context,
+            _: ferropoll_rpc::RecvStream<EchoRequest>,
+            _: ferropoll_rpc::SendSink<EchoResponse>,
+        ) -> Result<(), Status> {
+            Err(Status::unimplemented("not used by this test"))
         }
     }
     let mut engine = ServerEngine::new();

@@ -98,6 +98,14 @@ impl common::echo::Echo for SharedEcho {
     ) -> Result<common::echo::EchoResponse, ferropoll_rpc::Status> {
         common::echo::Echo::echo(&*self.0, ctx, req)
     }
+    fn echo_stream(
+        &self,
+        ctx: &Context,
+        requests: ferropoll_rpc::RecvStream<EchoRequest>,
+        responses: ferropoll_rpc::SendSink<common::echo::EchoResponse>,
+    ) -> Result<(), ferropoll_rpc::Status> {
+        common::echo::Echo::echo_stream(&*self.0, ctx, requests, responses)
+    }
 }
 
 fn start_with(limits: Limits, pool: Option<ferropoll_gopool::Pool>) -> TestServer {

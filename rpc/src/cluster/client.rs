@@ -798,6 +798,32 @@ impl ClusterCore {
         Err(last.unwrap_or_else(|| self.no_instance()))
     }
 
+    /// Opens a stream on one instance (failover only while opening: a
+    /// stream is not retried once it started).
+    pub(crate) fn stream<Req: Message, Resp: Message + Default>(
+        &self,
+        service: &str,
+        method: &str,
+        first: Option<&Req>,
+        options: &CallOptions,
+    ) -> Result<(crate::SendSink<Req>, crate::RecvStream<Resp>), Status> {
+        let mut tried = Vec::new();
+        let mut last = None;
+        while let Some(ep) = self.pick(options.hash_key(), &tried) {
+            ep.breaker.release();
+            match ep.net.stream(service, method, first, options) {
+                Ok(stream) => return Ok(stream),
+                Err(status) if status.code() == Code::Unavailable => {
+                    ep.eject(&self.health, &status);
+                    tried.push(ep.id);
+                    last = Some(status);
+                }
+                Err(status) => return Err(status),
+            }
+        }
+        Err(last.unwrap_or_else(|| self.no_instance()))
+    }
+
     /// Pings one instance.
     pub(crate) fn ping(&self, timeout: std::time::Duration) -> Result<(), Status> {
         let ep = self.pick(None, &[]).ok_or_else(|| self.no_instance())?;

@@ -36,7 +36,7 @@
 //! # mod echo { include!(concat!(env!("OUT_DIR"), "/echo.rs")); }
 //! use std::collections::BTreeSet;
 //! use std::time::Duration;
-//! use ferropoll_rpc::{Client, Context, Listener, Server, Status};
+//! use ferropoll_rpc::{Client, Context, Listener, RecvStream, SendSink, Server, Status};
 //! use ferropoll_rpc::cluster::{RetryPolicy, StaticDiscover};
 //! use echo::{Echo, EchoClient, EchoRequest, EchoResponse, EchoServer};
 //!
@@ -45,6 +45,9 @@
 //! impl Echo for Named {
 //!     fn echo(&self, _ctx: &Context, _req: EchoRequest) -> Result<EchoResponse, Status> {
 //!         Ok(EchoResponse { payload: bytes::Bytes::from_static(self.0.as_bytes()) })
+//!     }
+//!     fn echo_stream(&self, _: &Context, _: RecvStream<EchoRequest>, _: SendSink<EchoResponse>) -> Result<(), Status> {
+//!         Err(Status::unimplemented("no streams here"))
 //!     }
 //! }
 //!

@@ -90,6 +90,82 @@ fn protocol_md_examples_are_exact() {
 }
 
 #[test]
+fn protocol_md_stream_examples_are_exact() {
+    let metadata = Metadata::new();
+    let head = RequestHead {
+        seq: 3,
+        service: "echo.Echo",
+        method: "EchoStream",
+        timeout: None,
+        metadata: &metadata,
+        oneway: false,
+    };
+    let mut out = LinkBuffer::new();
+    encode_stream_open(&mut out, &limits(), &head).unwrap();
+    assert_eq!(
+        drain(&mut out),
+        hex("FE 50 01 00 00 00 00 1D 00 00 00 1D 08 03 10 01 \
+             1A 09 65 63 68 6F 2E 45 63 68 6F 22 0A 45 63 68 6F 53 74 72 65 61 6D 48 01")
+    );
+    let req = EchoRequest {
+        payload: b"hi".to_vec(),
+    };
+    encode_message(&mut out, &limits(), 3, &req).unwrap();
+    assert_eq!(
+        drain(&mut out),
+        hex("FE 50 01 00 00 00 00 08 00 00 00 04 08 03 10 07 0A 02 68 69")
+    );
+    encode_window(&mut out, 3, 65_536);
+    assert_eq!(
+        drain(&mut out),
+        hex("FE 50 01 00 00 00 00 08 00 00 00 08 08 03 10 0A 50 80 80 04")
+    );
+    encode_half_close(&mut out, 3);
+    assert_eq!(
+        drain(&mut out),
+        hex("FE 50 01 00 00 00 00 04 00 00 00 04 08 03 10 08")
+    );
+    encode_cancel(&mut out, 3);
+    assert_eq!(
+        drain(&mut out),
+        hex("FE 50 01 00 00 00 00 04 00 00 00 04 08 03 10 09")
+    );
+    encode_status(&mut out, &limits(), 3, &Status::new(Code::Ok, ""));
+    assert_eq!(
+        drain(&mut out),
+        hex("FE 50 01 00 00 00 00 04 00 00 00 04 08 03 10 02")
+    );
+    // and they decode as what they are
+    let mut all = LinkBuffer::new();
+    encode_stream_open(&mut all, &limits(), &head).unwrap();
+    encode_message(&mut all, &limits(), 3, &req).unwrap();
+    encode_window(&mut all, 3, 100);
+    encode_half_close(&mut all, 3);
+    encode_cancel(&mut all, 3);
+    all.flush();
+    let kinds: Vec<_> = std::iter::from_fn(|| decode(&mut all, &limits()).unwrap())
+        .map(|f| {
+            (
+                f.message_type(),
+                f.header.stream,
+                f.header.window,
+                f.payload.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (Some(MessageType::Request), true, 0, 0),
+            (Some(MessageType::Message), false, 0, 4),
+            (Some(MessageType::Window), false, 100, 0),
+            (Some(MessageType::HalfClose), false, 0, 0),
+            (Some(MessageType::Cancel), false, 0, 0),
+        ]
+    );
+}
+
+#[test]
 fn every_message_type_round_trips() {
     let metadata: Metadata = [("tenant", "a"), ("trace", "xyz")].into_iter().collect();
     let req = EchoRequest {
@@ -161,8 +237,12 @@ fn hand_written_header_matches_the_generated_schema() {
         status_message: "m".into(),
         timeout_us: 123_456,
         metadata: [("a".to_owned(), "1".to_owned())].into_iter().collect(),
+        stream: true,
+        window: 65_536,
     };
     let h = Header::decode(&g.encode_to_vec()[..]).unwrap();
+    assert!(h.stream);
+    assert_eq!(h.window, 65_536);
     assert_eq!(h.seq, 99);
     assert_eq!(h.message_type(), Some(MessageType::Request));
     assert_eq!(
@@ -204,6 +284,10 @@ fn hand_written_header_matches_the_generated_schema() {
         (MessageType::Ping, generated::MessageType::Ping),
         (MessageType::Pong, generated::MessageType::Pong),
         (MessageType::Error, generated::MessageType::Error),
+        (MessageType::Message, generated::MessageType::Message),
+        (MessageType::HalfClose, generated::MessageType::HalfClose),
+        (MessageType::Cancel, generated::MessageType::Cancel),
+        (MessageType::Window, generated::MessageType::Window),
     ] {
         assert_eq!(ours as i32, theirs as i32);
     }

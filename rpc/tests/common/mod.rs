@@ -41,6 +41,26 @@ impl echo::Echo for EchoImpl {
         };
         Ok(echo::EchoResponse { payload })
     }
+
+    /// Echoes each message; a `panic` message panics mid-stream.
+    fn echo_stream(
+        &self,
+        _: &Context,
+        requests: ferropoll_rpc::RecvStream<echo::EchoRequest>,
+        mut responses: ferropoll_rpc::SendSink<echo::EchoResponse>,
+    ) -> Result<(), Status> {
+        for req in requests {
+            let req = req?;
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if &req.payload[..] == b"panic" {
+                panic!("echo_stream was asked to panic");
+            }
+            responses.send(&echo::EchoResponse {
+                payload: req.payload,
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// An in-memory key-value store.
