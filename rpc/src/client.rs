@@ -295,7 +295,6 @@ impl ClientSession {
             Side::Client,
             deadline,
             self.limits,
-            self.limits.stream_window,
             outbox,
             &self.streams,
             &mut frames,

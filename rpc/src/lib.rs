@@ -101,6 +101,6 @@ pub use server::{DeferredCall, Progress, RegisterError, ServerConn, ServerEngine
 pub use service::{Dispatch, Reply, Service};
 pub use status::{Code, Status};
 pub use stream::{
-    INITIAL_WINDOW, MESSAGE_OVERHEAD, MethodKind, NextMessage, RecvStream, SendMessage, SendSink,
-    StreamCall,
+    INITIAL_WINDOW, MESSAGE_OVERHEAD, MethodKind, NextMessage, Outbox, RecvStream, SendMessage,
+    SendSink, StreamCall,
 };

@@ -161,8 +161,9 @@ impl ServerConn {
         }
     }
 
-    /// State for a connection whose streaming handlers send through `outbox`.
-    pub(crate) fn with_outbox(peer: PeerAddr, outbox: Arc<dyn Outbox>) -> ServerConn {
+    /// State for a connection whose streaming handlers send their messages
+    /// and final status through `outbox` (from pool threads).
+    pub fn with_outbox(peer: PeerAddr, outbox: Arc<dyn Outbox>) -> ServerConn {
         ServerConn {
             outbox: Some(outbox),
             ..ServerConn::new(peer)
@@ -803,7 +804,6 @@ impl ServerEngine {
                 Side::Server,
                 deadline,
                 self.limits,
-                self.limits.stream_window,
                 Arc::clone(outbox),
                 &conn.streams,
                 output,

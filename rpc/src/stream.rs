@@ -66,10 +66,17 @@ impl MethodKind {
     }
 }
 
-/// Where a stream's outgoing frames go: the connection's writer (server) or
-/// the client connection's staging buffer.
-pub(crate) trait Outbox: Send + Sync {
+/// Where the frames of a connection's streams go, from whichever thread
+/// produces them: the connection's writer on a server (see
+/// [`ServerConn::with_outbox`](crate::ServerConn::with_outbox)), the
+/// staging buffer of a client connection. [`Server`](crate::Server) and
+/// [`Client`](crate::Client) bring their own; implement it to drive a
+/// [`ServerEngine`](crate::ServerEngine) with streams over another
+/// transport.
+pub trait Outbox: Send + Sync {
     /// Appends whole frames to the connection's output and sends them.
+    /// Frames from one stream arrive in order; the implementation must
+    /// keep each call's frames together.
     fn send(&self, frames: LinkBuffer);
 }
 
@@ -130,20 +137,20 @@ impl fmt::Debug for StreamShared {
 }
 
 impl StreamShared {
-    /// A stream `seq` registered in `map`; with a window over the initial
-    /// one, the difference is granted to the peer at once (a WINDOW frame
-    /// into `first`, which the caller sends with the stream's opening).
+    /// A stream `seq` registered in `map`; with a receive window
+    /// ([`Limits::stream_window`]) over the initial one, the difference is
+    /// granted to the peer at once (a WINDOW frame into `first`, which the
+    /// caller sends with the stream's opening).
     pub(crate) fn new(
         seq: u64,
         side: Side,
         deadline: Option<Instant>,
         limits: Limits,
-        window: u32,
         out: Arc<dyn Outbox>,
         map: &Arc<StreamMap>,
         first: &mut LinkBuffer,
     ) -> Arc<StreamShared> {
-        let window = window.max(INITIAL_WINDOW);
+        let window = limits.stream_window.max(INITIAL_WINDOW);
         if window > INITIAL_WINDOW {
             codec::encode_window(first, seq, window - INITIAL_WINDOW);
         }

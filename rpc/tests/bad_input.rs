@@ -88,6 +88,33 @@ fn read_frame(s: &mut TcpStream) -> Option<(Option<MessageType>, u64, u32, Strin
     }
 }
 
+/// Reads until `n` whole frames decode (bounded by a read timeout); returns
+/// each one's type, seq, status code and status message.
+fn read_frames(s: &mut TcpStream, n: usize) -> Vec<(Option<MessageType>, u64, u32, String)> {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = LinkBuffer::new();
+    let mut chunk = [0u8; 4096];
+    let mut frames = Vec::new();
+    while frames.len() < n {
+        if let Some(f) = codec::decode(&mut buf, &Limits::default()).unwrap() {
+            let h = &f.header;
+            frames.push((
+                h.message_type(),
+                h.seq,
+                h.status_code,
+                h.status_message.clone(),
+            ));
+            continue;
+        }
+        let got = s.read(&mut chunk).expect("no frame within the bound");
+        assert!(got > 0, "closed after {} of {n} frames", frames.len());
+        buf.write_binary(&chunk[..got]);
+        buf.flush();
+    }
+    assert!(buf.is_empty(), "more frames than expected");
+    frames
+}
+
 /// Reads to the end of the stream: the server must close (bounded).
 fn assert_closes(s: &mut TcpStream, case: &str) {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -119,6 +146,18 @@ fn deeply_nested(depth: usize) -> Vec<u8> {
     h.extend(std::iter::repeat_n(0x7B_u8, depth)); // field 15, start group
     h.extend(std::iter::repeat_n(0x7C_u8, depth)); // field 15, end group
     h
+}
+
+/// The frame of `kind` for stream `seq`: an opening of `method` with
+/// `stream` set, a WINDOW of `window`, or a bare frame.
+fn stream_frame(seq: u64, kind: MessageType, method: &str, window: u32, payload: &[u8]) -> Vec<u8> {
+    let mut h = header(seq, kind as i32, "", "");
+    if kind == MessageType::Request {
+        h = header(seq, kind as i32, "echo.Echo", method);
+        h.stream = true;
+    }
+    h.window = window;
+    frame_of(&h, payload)
 }
 
 fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
@@ -294,6 +333,72 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             frame_of(&header(5, MessageType::Pong as i32, "", ""), &[]),
             Ignored,
         ),
+        (
+            "a MESSAGE for a stream not open",
+            stream_frame(5, MessageType::Message, "", 0, b"\x0A\x01x"),
+            Ignored,
+        ),
+        (
+            "a WINDOW for a stream not open",
+            stream_frame(5, MessageType::Window, "", 1000, &[]),
+            Ignored,
+        ),
+        (
+            "a CANCEL for nothing",
+            stream_frame(5, MessageType::Cancel, "", 0, &[]),
+            Ignored,
+        ),
+        (
+            "a HALF_CLOSE for nothing",
+            stream_frame(5, MessageType::HalfClose, "", 0, &[]),
+            Ignored,
+        ),
+        (
+            "a stream opened on a unary method",
+            stream_frame(5, MessageType::Request, "Echo", 0, &[]),
+            Status(Code::Unimplemented),
+        ),
+        (
+            "a streaming method called as unary",
+            frame_of(
+                &header(5, MessageType::Request as i32, "echo.Echo", "EchoStream"),
+                &[],
+            ),
+            Status(Code::Unimplemented),
+        ),
+        (
+            "a window update that overflows the credit",
+            [
+                stream_frame(1, MessageType::Request, "EchoStream", 0, &[]),
+                stream_frame(1, MessageType::Window, "", u32::MAX, &[]),
+            ]
+            .concat(),
+            ErrorThenClose(Some(Code::InvalidArgument)),
+        ),
+        (
+            // Processed in one round, before the handler runs: nothing is
+            // consumed, so nothing is granted back.
+            "stream messages beyond the window",
+            [
+                stream_frame(1, MessageType::Request, "EchoStream", 0, &[]),
+                stream_frame(1, MessageType::Message, "", 0, &[0; 30_000]),
+                stream_frame(1, MessageType::Message, "", 0, &[0; 30_000]),
+                stream_frame(1, MessageType::Message, "", 0, &[0; 30_000]),
+                stream_frame(1, MessageType::Message, "", 0, &[0; 30_000]),
+            ]
+            .concat(),
+            ErrorThenClose(Some(Code::ResourceExhausted)),
+        ),
+        (
+            "a message after the half-close",
+            [
+                stream_frame(1, MessageType::Request, "EchoStream", 0, &[]),
+                stream_frame(1, MessageType::HalfClose, "", 0, &[]),
+                stream_frame(1, MessageType::Message, "", 0, b"\x0A\x01x"),
+            ]
+            .concat(),
+            ErrorThenClose(Some(Code::InvalidArgument)),
+        ),
     ];
     for seed in 0..8u64 {
         let len = [1, 3, 11, 12, 13, 100, 4096, 70_000][seed as usize];
@@ -378,6 +483,62 @@ fn every_bad_input_gets_an_error_or_a_close_and_harms_no_one_else() {
     assert_eq!(server.stats().handler_panics, 0);
     ping("after");
     drop((echo, client));
+    server.shutdown(Duration::from_secs(5)).unwrap();
+    drop(server);
+    leaks.assert_clean();
+}
+
+#[test]
+fn a_flood_of_stream_openings_is_bounded_per_connection() {
+    let leaks = LeakCheck::new();
+    let mut b = Server::builder().num_loops(1);
+    b.register(EchoServer::new(EchoImpl::default())).unwrap();
+    let server = b.build().unwrap();
+    let addr = server
+        .listen(Listener::bind_tcp("127.0.0.1:0").unwrap())
+        .unwrap()
+        .to_string();
+    let limit = Limits::default().max_streams as u64;
+    let total = limit + 72;
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let opens: Vec<u8> = (1..=total)
+        .flat_map(|seq| stream_frame(seq, MessageType::Request, "EchoStream", 0, &[]))
+        .collect();
+    s.write_all(&opens).unwrap();
+    // The openings past the limit are refused at once, each on its own.
+    let refused: Vec<u64> = read_frames(&mut s, (total - limit) as usize)
+        .into_iter()
+        .map(|(kind, seq, status, msg)| {
+            assert_eq!(kind, Some(MessageType::Response), "{msg}");
+            assert_eq!(status, Code::ResourceExhausted.as_u32(), "{msg}");
+            seq
+        })
+        .collect();
+    assert_eq!(refused, (limit + 1..=total).collect::<Vec<_>>());
+    // The others are open; other connections are served meanwhile.
+    let client = Client::connect(&addr, ClientOptions::default()).unwrap();
+    let echo = EchoClient::new(client.clone());
+    let got = echo
+        .echo(&EchoRequest {
+            payload: Bytes::from_static(b"beside"),
+        })
+        .unwrap();
+    assert_eq!(&got.payload[..], b"beside");
+    // Half-closing them ends each with OK.
+    let closes: Vec<u8> = (1..=limit)
+        .flat_map(|seq| stream_frame(seq, MessageType::HalfClose, "", 0, &[]))
+        .collect();
+    s.write_all(&closes).unwrap();
+    let mut ended: Vec<u64> = read_frames(&mut s, limit as usize)
+        .into_iter()
+        .map(|(kind, seq, status, msg)| {
+            assert_eq!((kind, status), (Some(MessageType::Response), 0), "{msg}");
+            seq
+        })
+        .collect();
+    ended.sort_unstable();
+    assert_eq!(ended, (1..=limit).collect::<Vec<_>>());
+    drop((s, echo, client));
     server.shutdown(Duration::from_secs(5)).unwrap();
     drop(server);
     leaks.assert_clean();

@@ -24,6 +24,7 @@ use ferropoll_rpc::{
 use ferropoll_transport::testing::{LeakCheck, wait_until};
 use parking_lot::Mutex;
 
+#[allow(dead_code)] // generated: not every form is used here
 mod streams {
     include!(concat!(env!("OUT_DIR"), "/streams.rs"));
 }

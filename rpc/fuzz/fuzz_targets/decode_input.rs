@@ -6,15 +6,31 @@
 //! must end in `Ok(None)` or an error — never a panic, a hang or an
 //! allocation beyond the limits — and the engine's output must decode.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use ferropoll_linkbuffer::LinkBuffer;
 use ferropoll_rpc::codec::{self, MessageType};
-use ferropoll_rpc::{Context, Limits, PeerAddr, Reply, ServerConn, ServerEngine, Service};
+use ferropoll_rpc::{
+    Context, Limits, MethodKind, Outbox, PeerAddr, Reply, ServerConn, ServerEngine, Service,
+    Status, StreamCall,
+};
 
-/// Echoes a `BytesValue`-encoded payload; method 1 fails. (No panicking
-/// method: libFuzzer's panic hook aborts even on a panic that is caught.)
+/// Echoes a `BytesValue`-encoded payload; method 1 fails; method 2
+/// (`Chat`) is a bidi stream, so stream frames reach open streams. (No
+/// panicking method: libFuzzer's panic hook aborts even on a panic that is
+/// caught.)
 struct Echo;
+
+/// Collects what stream handlers would send.
+#[derive(Default)]
+struct Collect(std::sync::Mutex<LinkBuffer>);
+
+impl Outbox for Collect {
+    fn send(&self, frames: LinkBuffer) {
+        self.0.lock().unwrap().append(frames);
+    }
+}
 
 impl Service for Echo {
     fn name(&self) -> &'static str {
@@ -22,7 +38,23 @@ impl Service for Echo {
     }
 
     fn methods(&self) -> &'static [&'static str] {
-        &["Echo", "Fail"]
+        &["Echo", "Fail", "Chat"]
+    }
+
+    fn kind(&self, method: usize) -> MethodKind {
+        if method == 2 {
+            MethodKind::Bidi
+        } else {
+            MethodKind::Unary
+        }
+    }
+
+    fn call_stream(&self, _: usize, _: &Context, stream: StreamCall) -> Result<(), Status> {
+        let (requests, mut responses) = stream.into_parts::<Vec<u8>, Vec<u8>>();
+        for req in requests {
+            responses.send(&req?)?;
+        }
+        Ok(())
     }
 
     fn call(&self, method: usize, ctx: &Context, request: LinkBuffer, reply: Reply<'_>) {
@@ -77,7 +109,8 @@ pub fn run(data: &[u8]) {
     // The engine over the same bytes; its output must be well-formed.
     let mut engine = ServerEngine::with_limits(limits);
     engine.register(Echo).expect("one registration");
-    let conn = ServerConn::new(PeerAddr::unknown());
+    let outbox = Arc::new(Collect::default());
+    let conn = ServerConn::with_outbox(PeerAddr::unknown(), Arc::clone(&outbox) as Arc<dyn Outbox>);
     let (mut input, mut output, mut deferred) = (LinkBuffer::new(), LinkBuffer::new(), Vec::new());
     for part in [&bytes[..cut], &bytes[cut..]] {
         input.write_binary(part);
@@ -96,13 +129,36 @@ pub fn run(data: &[u8]) {
         }
         input.release();
     }
+    // Stream handlers, which a server runs on its pool, are not run here
+    // (one waiting for more input would never end): each deferred call is
+    // answered as the pool's refusal would be.
+    drop(conn);
+    for call in deferred.drain(..) {
+        let abandoned = Status::cancelled("input over");
+        call.reject(&abandoned, &mut output);
+    }
     output.flush();
     while let Some(frame) =
         codec::decode(&mut output, &Limits::default()).expect("engine output decodes")
     {
         assert!(matches!(
             frame.message_type(),
-            Some(MessageType::Response | MessageType::Pong | MessageType::Error)
+            Some(
+                MessageType::Response
+                    | MessageType::Pong
+                    | MessageType::Error
+                    | MessageType::Window
+            )
+        ));
+    }
+    let mut streamed = std::mem::take(&mut *outbox.0.lock().unwrap());
+    streamed.flush();
+    while let Some(frame) =
+        codec::decode(&mut streamed, &Limits::default()).expect("stream output decodes")
+    {
+        assert!(matches!(
+            frame.message_type(),
+            Some(MessageType::Response | MessageType::Message | MessageType::Window)
         ));
     }
 }
