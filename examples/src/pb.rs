@@ -61,6 +61,36 @@ impl echo::Echo for EchoService {
     }
 }
 
+/// The same answers through async handlers (`rpc-server --handlers
+/// async`): ready at their first poll, so served inline on the loop thread.
+impl echo::EchoAsync for EchoService {
+    async fn echo(
+        &self,
+        _: &Context,
+        req: echo::EchoRequest,
+    ) -> Result<echo::EchoResponse, Status> {
+        Ok(echo::EchoResponse {
+            payload: req.payload,
+        })
+    }
+
+    async fn echo_stream(
+        &self,
+        _: &Context,
+        mut requests: ferropoll_rpc::RecvStream<echo::EchoRequest>,
+        mut responses: ferropoll_rpc::SendSink<echo::EchoResponse>,
+    ) -> Result<(), Status> {
+        while let Some(req) = requests.message().await {
+            responses
+                .send_async(&echo::EchoResponse {
+                    payload: req?.payload,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 /// The most entries one `List` returns (and its default limit).
 pub const MAX_LIST: usize = 1000;
 
@@ -83,6 +113,29 @@ impl MemKv {
     /// Whether the store is empty.
     pub fn is_empty(&self) -> bool {
         self.map.read().is_empty()
+    }
+}
+
+/// The same store through async handlers (`rpc-server --handlers async`).
+impl kv::KvAsync for MemKv {
+    async fn get(&self, ctx: &Context, req: kv::GetRequest) -> Result<kv::GetResponse, Status> {
+        kv::Kv::get(self, ctx, req)
+    }
+
+    async fn put(&self, ctx: &Context, req: kv::PutRequest) -> Result<kv::PutResponse, Status> {
+        kv::Kv::put(self, ctx, req)
+    }
+
+    async fn delete(
+        &self,
+        ctx: &Context,
+        req: kv::DeleteRequest,
+    ) -> Result<kv::DeleteResponse, Status> {
+        kv::Kv::delete(self, ctx, req)
+    }
+
+    async fn list(&self, ctx: &Context, req: kv::ListRequest) -> Result<kv::ListResponse, Status> {
+        kv::Kv::list(self, ctx, req)
     }
 }
 

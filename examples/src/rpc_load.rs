@@ -1,7 +1,8 @@
 //! Closed-loop RPC load for `demo`, `rpc-bench` and (in ferropoll-baselines)
 //! `tonic-bench`: `concurrency` callers on one thread (a tokio current-thread
 //! runtime), each sending an echo request, awaiting its response, checking it
-//! and sending the next one.
+//! and sending the next one — as unary calls, or (`--stream`) as messages
+//! of one bidi `EchoStream` stream per caller, one message in flight each.
 //! Latencies go into an HDR histogram (µs); the warm-up is not recorded.
 //!
 //! The same driver runs the ferropoll client and the tonic client, so the
@@ -28,6 +29,9 @@ pub struct LoadConfig {
     pub duration: Duration,
     /// Time before the measurement (calls made, not recorded).
     pub warmup: Duration,
+    /// Bidi stream messages instead of unary calls (the caller's `call`
+    /// does either; this only labels the report).
+    pub stream: bool,
 }
 
 /// The command-line options `rpc-bench` and `tonic-bench` share; each
@@ -46,9 +50,15 @@ pub struct LoadArgs {
     /// Warm-up seconds (not measured).
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
-    /// Per-call timeout in milliseconds.
+    /// Per-call timeout in milliseconds (with `--stream`: of each stream,
+    /// which lasts the whole run).
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
+    /// Bidi streaming instead of unary calls: `--concurrency` `EchoStream`
+    /// streams on one connection, each keeping one message in flight;
+    /// `qps` counts messages per second.
+    #[arg(long)]
+    pub stream: bool,
 }
 
 impl LoadArgs {
@@ -59,12 +69,19 @@ impl LoadArgs {
             size: self.size,
             duration: Duration::from_secs_f64(self.secs),
             warmup: Duration::from_secs_f64(self.warmup),
+            stream: self.stream,
         }
     }
 
-    /// The per-call timeout.
+    /// The per-call timeout; with `--stream`, at least the whole run plus
+    /// a minute, so that no stream times out while it is measured.
     pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
+        let own = Duration::from_millis(self.timeout_ms);
+        if self.stream {
+            own.max(Duration::from_secs_f64(self.secs + self.warmup + 60.0))
+        } else {
+            own
+        }
     }
 }
 
@@ -111,10 +128,11 @@ impl LoadReport {
             eprintln!("{tool}: first error: {e}");
         }
         println!(
-            "{} concurrency={} size={} client={client}",
+            "{} concurrency={} size={} client={client}{}",
             self.summary_line(),
             cfg.concurrency,
             cfg.size,
+            if cfg.stream { " mode=stream" } else { "" },
         );
     }
 
@@ -143,13 +161,14 @@ pub fn payload(size: usize) -> Bytes {
 }
 
 /// Runs the load: `init()` (called inside the runtime, so it may spawn
-/// tasks) returns `call`; `call(payload)` must send one echo request and
-/// resolve to the echoed payload (or an error text). Blocks the calling
-/// thread for warm-up + duration.
+/// tasks) returns `call`; `call(caller, payload)` must send one echo
+/// request for caller number `caller` (0 .. concurrency; callers never
+/// overlap their own calls) and resolve to the echoed payload (or an
+/// error text). Blocks the calling thread for warm-up + duration.
 pub fn run<I, F, Fut>(cfg: &LoadConfig, progress: Arc<LoadProgress>, init: I) -> LoadReport
 where
     I: FnOnce() -> F,
-    F: Fn(Bytes) -> Fut + 'static,
+    F: Fn(usize, Bytes) -> Fut + 'static,
     Fut: Future<Output = Result<Bytes, String>> + 'static,
 {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -168,7 +187,7 @@ where
     let first_error = Rc::new(RefCell::new(None::<String>));
     local.block_on(&rt, async {
         let mut tasks = Vec::with_capacity(cfg.concurrency);
-        for _ in 0..cfg.concurrency.max(1) {
+        for caller in 0..cfg.concurrency.max(1) {
             let (call, data, hist, progress, first_error) = (
                 Rc::clone(&call),
                 data.clone(),
@@ -182,7 +201,7 @@ where
                     if sent >= end {
                         break;
                     }
-                    let outcome = call(data.clone()).await;
+                    let outcome = call(caller, data.clone()).await;
                     let done = Instant::now();
                     if sent < measure_from {
                         continue;
@@ -226,5 +245,32 @@ where
         },
         latency_us,
         first_error,
+    }
+}
+
+/// One stream per caller, opened on first use by `open` and kept in a
+/// cell between messages (each caller has one message in flight, so a
+/// stream is never used twice at once). For the `--stream` mode of
+/// `rpc-bench` and `tonic-bench`.
+pub struct PerCaller<S> {
+    slots: Vec<std::cell::Cell<Option<S>>>,
+}
+
+impl<S> PerCaller<S> {
+    /// Room for `n` callers' streams.
+    pub fn new(n: usize) -> Self {
+        PerCaller {
+            slots: (0..n.max(1)).map(|_| std::cell::Cell::new(None)).collect(),
+        }
+    }
+
+    /// Takes caller `i`'s stream (to use across an await), if open.
+    pub fn take(&self, i: usize) -> Option<S> {
+        self.slots[i].take()
+    }
+
+    /// Puts caller `i`'s stream back.
+    pub fn put(&self, i: usize, s: S) {
+        self.slots[i].set(Some(s));
     }
 }

@@ -37,6 +37,8 @@ impl prost_build::ServiceGenerator for ServiceGenerator {
         if self.server {
             self.server_trait(&service, &full_name, buf);
             self.server_wrapper(&service, &full_name, buf);
+            self.async_trait(&service, &full_name, buf);
+            self.async_wrapper(&service, &full_name, buf);
         }
         if self.client {
             self.client_stub(&service, &full_name, buf);
@@ -95,28 +97,184 @@ impl ServiceGenerator {
                 &format!("Handles `{full_name}/{}`.", method.proto_name),
                 buf,
             );
-            let (input, output) = (&method.input_type, &method.output_type);
-            let (params, ret) = match (method.client_streaming, method.server_streaming) {
-                (false, false) => (format!("req: {input}"), output.clone()),
-                (false, true) => (
-                    format!("req: {input}, responses: {rpc}::SendSink<{output}>"),
-                    "()".to_owned(),
-                ),
-                (true, false) => (
-                    format!("requests: {rpc}::RecvStream<{input}>"),
-                    output.clone(),
-                ),
-                (true, true) => (
-                    format!(
-                        "requests: {rpc}::RecvStream<{input}>, responses: {rpc}::SendSink<{output}>"
-                    ),
-                    "()".to_owned(),
-                ),
-            };
+            let (params, ret) = self.handler_signature(method);
             let _ = writeln!(
                 buf,
                 "    fn {}(&self, ctx: &{rpc}::Context, {params}) -> ::core::result::Result<{ret}, {rpc}::Status>;",
                 method.name
+            );
+        }
+        buf.push_str("}\n\n");
+    }
+
+    /// The parameters and the `Ok` type of a handler of `method`.
+    fn handler_signature(&self, method: &Method) -> (String, String) {
+        let rpc = &self.rpc;
+        let (input, output) = (&method.input_type, &method.output_type);
+        match (method.client_streaming, method.server_streaming) {
+            (false, false) => (format!("req: {input}"), output.clone()),
+            (false, true) => (
+                format!("req: {input}, responses: {rpc}::SendSink<{output}>"),
+                "()".to_owned(),
+            ),
+            (true, false) => (
+                format!("requests: {rpc}::RecvStream<{input}>"),
+                output.clone(),
+            ),
+            (true, true) => (
+                format!(
+                    "requests: {rpc}::RecvStream<{input}>, responses: {rpc}::SendSink<{output}>"
+                ),
+                "()".to_owned(),
+            ),
+        }
+    }
+
+    fn async_trait(&self, service: &Service, full_name: &str, buf: &mut String) {
+        let rpc = &self.rpc;
+        let name = &service.name;
+        let _ = write!(
+            buf,
+            "/// Server side of `{full_name}` with async handlers: implement this trait\n\
+             /// (with `async fn`), wrap the implementation in [`{name}AsyncServer`] and\n\
+             /// register that on a server. The futures are polled on the connection's\n\
+             /// event-loop thread — at once when the request arrives, then whenever\n\
+             /// they are woken — so they must not block; a future that needs a\n\
+             /// runtime's context (tokio timers and sockets) must be spawned on that\n\
+             /// runtime and its join handle awaited. Streams are used through their\n\
+             /// async forms (`message`, `send_async`).\n\
+             pub trait {name}Async: ::core::marker::Send + ::core::marker::Sync + 'static {{\n"
+        );
+        for method in &service.methods {
+            let (params, ret) = self.handler_signature(method);
+            let _ = writeln!(
+                buf,
+                "    /// Handles `{full_name}/{}`.\n    fn {}(&self, ctx: &{rpc}::Context, {params}) -> impl ::core::future::Future<Output = ::core::result::Result<{ret}, {rpc}::Status>> + ::core::marker::Send;",
+                method.proto_name, method.name
+            );
+        }
+        buf.push_str("}\n\n");
+    }
+
+    fn async_wrapper(&self, service: &Service, full_name: &str, buf: &mut String) {
+        let rpc = &self.rpc;
+        let name = &service.name;
+        let _ = write!(
+            buf,
+            "/// Adapts a [`{name}Async`] implementation to [`{rpc}::Service`]: every method\n\
+             /// of `{full_name}` is served by an async handler on the loop thread.\n\
+             #[derive(Debug)]\n\
+             pub struct {name}AsyncServer<T> {{\n    inner: ::std::sync::Arc<T>,\n}}\n\n\
+             impl<T> ::core::clone::Clone for {name}AsyncServer<T> {{\n\
+             \x20   fn clone(&self) -> Self {{\n        Self {{ inner: ::std::sync::Arc::clone(&self.inner) }}\n    }}\n}}\n\n\
+             impl<T: {name}Async> {name}AsyncServer<T> {{\n\
+             \x20   /// Wraps an implementation.\n\
+             \x20   pub fn new(inner: T) -> Self {{\n        Self {{ inner: ::std::sync::Arc::new(inner) }}\n    }}\n\n\
+             \x20   /// Wraps a shared implementation.\n\
+             \x20   pub fn from_arc(inner: ::std::sync::Arc<T>) -> Self {{\n        Self {{ inner }}\n    }}\n\n\
+             \x20   /// The implementation.\n\
+             \x20   pub fn get_ref(&self) -> &T {{\n        &self.inner\n    }}\n}}\n\n"
+        );
+        let method_names: Vec<String> = service
+            .methods
+            .iter()
+            .map(|m| format!("{:?}", m.proto_name))
+            .collect();
+        let _ = write!(
+            buf,
+            "impl<T: {name}Async> {rpc}::Service for {name}AsyncServer<T> {{\n\
+             \x20   fn name(&self) -> &'static str {{\n        {full_name:?}\n    }}\n\n\
+             \x20   fn methods(&self) -> &'static [&'static str] {{\n        &[{}]\n    }}\n\n\
+             \x20   fn is_async(&self, _method: usize) -> bool {{\n        true\n    }}\n\n\
+             \x20   fn call(&self, _method: usize, _ctx: &{rpc}::Context, _request: {rpc}::LinkBuffer, reply: {rpc}::Reply<'_>) {{\n\
+             \x20       reply.error({rpc}::Status::internal(\"an async method was called synchronously\"));\n    }}\n",
+            method_names.join(", ")
+        );
+        let is_stream = |m: &Method| m.client_streaming || m.server_streaming;
+        if service.methods.iter().any(is_stream) {
+            buf.push_str(
+                "\n    fn kind(&self, method: usize) -> {rpc}::MethodKind {\n        match method {\n"
+                    .replace("{rpc}", rpc)
+                    .as_str(),
+            );
+            for (index, method) in service.methods.iter().enumerate() {
+                let kind = match (method.client_streaming, method.server_streaming) {
+                    (false, false) => continue,
+                    (true, false) => "ClientStreaming",
+                    (false, true) => "ServerStreaming",
+                    (true, true) => "Bidi",
+                };
+                let _ = writeln!(buf, "            {index} => {rpc}::MethodKind::{kind},");
+            }
+            let _ = writeln!(
+                buf,
+                "            _ => {rpc}::MethodKind::Unary,\n        }}\n    }}"
+            );
+        }
+        // unary
+        let _ = write!(
+            buf,
+            "\n    fn call_async(&self, method: usize, ctx: {rpc}::Context, request: {rpc}::LinkBuffer) -> {rpc}::BoxFuture<{rpc}::AsyncReply> {{\n\
+             \x20       let inner = ::std::sync::Arc::clone(&self.inner);\n\
+             \x20       match method {{\n"
+        );
+        for (index, method) in service.methods.iter().enumerate() {
+            if is_stream(method) {
+                continue;
+            }
+            let _ = writeln!(
+                buf,
+                "            {index} => ::std::boxed::Box::pin(async move {{\n\
+                 \x20               let req = match {rpc}::AsyncReply::decode(&ctx, request) {{\n\
+                 \x20                   ::core::result::Result::Ok(req) => req,\n\
+                 \x20                   ::core::result::Result::Err(reply) => return reply,\n\
+                 \x20               }};\n\
+                 \x20               {rpc}::AsyncReply::from_result(inner.{}(&ctx, req).await)\n            }}),",
+                method.name
+            );
+        }
+        let _ = write!(
+            buf,
+            "            _ => {{\n                let _ = (inner, ctx, request);\n\
+             \x20               ::std::boxed::Box::pin(::core::future::ready({rpc}::AsyncReply::error({rpc}::Status::unimplemented(\"unknown method\"))))\n            }}\n\
+             \x20       }}\n    }}\n"
+        );
+        if service.methods.iter().any(is_stream) {
+            let _ = write!(
+                buf,
+                "\n    fn call_stream_async(&self, method: usize, ctx: {rpc}::Context, stream: {rpc}::StreamCall) -> {rpc}::BoxFuture<::core::result::Result<(), {rpc}::Status>> {{\n\
+                 \x20       let inner = ::std::sync::Arc::clone(&self.inner);\n\
+                 \x20       match method {{\n"
+            );
+            for (index, method) in service.methods.iter().enumerate() {
+                let name = &method.name;
+                let body = match (method.client_streaming, method.server_streaming) {
+                    (false, false) => continue,
+                    (false, true) => format!(
+                        "let (requests, responses) = stream.into_parts();\n\
+                         \x20               let req = {rpc}::RecvStream::single_async(requests).await?;\n\
+                         \x20               inner.{name}(&ctx, req, responses).await"
+                    ),
+                    (true, false) => format!(
+                        "let (requests, mut responses) = stream.into_parts();\n\
+                         \x20               let resp = inner.{name}(&ctx, requests).await?;\n\
+                         \x20               responses.send_async(&resp).await"
+                    ),
+                    (true, true) => format!(
+                        "let (requests, responses) = stream.into_parts();\n\
+                         \x20               inner.{name}(&ctx, requests, responses).await"
+                    ),
+                };
+                let _ = writeln!(
+                    buf,
+                    "            {index} => ::std::boxed::Box::pin(async move {{\n                {body}\n            }}),"
+                );
+            }
+            let _ = write!(
+                buf,
+                "            _ => {{\n                let _ = (inner, ctx, stream);\n\
+                 \x20               ::std::boxed::Box::pin(::core::future::ready(::core::result::Result::Err({rpc}::Status::unimplemented(\"unknown method\"))))\n            }}\n\
+                 \x20       }}\n    }}\n"
             );
         }
         buf.push_str("}\n\n");

@@ -87,6 +87,7 @@ mod server;
 mod service;
 mod status;
 mod stream;
+mod task;
 
 pub use call::{CallFuture, CallTable};
 pub use client::{CallOptions, Client, ClientOptions, ClientSession};
@@ -104,3 +105,4 @@ pub use stream::{
     INITIAL_WINDOW, MESSAGE_OVERHEAD, MethodKind, NextMessage, Outbox, RecvStream, SendMessage,
     SendSink, StreamCall,
 };
+pub use task::{AsyncReply, BoxFuture};

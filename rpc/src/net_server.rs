@@ -35,6 +35,7 @@ use crate::server::{DeferredCall, RegisterError, ServerConn, ServerEngine, Servi
 use crate::service::Service;
 use crate::status::Status;
 use crate::stream::{self, Outbox};
+use crate::task;
 
 /// Configures a [`Server`]: its services, limits and event loops.
 ///
@@ -412,8 +413,12 @@ impl Handler for RpcHandler {
         // CANCELLED. (The callback holds the stream map, not the
         // connection, so nothing keeps the connection alive.)
         let streams = state.conn.streams();
+        let scheduler = state.conn.scheduler().cloned();
         conn.add_close_callback(move |_| {
             stream::abort_all(&streams, &Status::cancelled("the connection closed"));
+            if let Some(scheduler) = scheduler {
+                scheduler.clear();
+            }
         });
         if let Some(idle) = self.idle_timeout {
             let (last_call, in_flight) = state.conn.activity();
@@ -438,6 +443,13 @@ impl Handler for RpcHandler {
         // answered in a later round, once the peer has read the output
         // down to the mark (the transport runs the rounds again then).
         let mark = writer.output_high_water();
+        // Async handlers polled in this round (first polls, and tasks the
+        // input woke) send into the round's batch: one flush for all.
+        let scheduler = state.conn.scheduler().cloned();
+        if let Some(s) = &scheduler {
+            s.enter_round();
+            task::begin_round(conn.id());
+        }
         let result = engine.process_bounded(
             &state.conn,
             &mut reader,
@@ -446,6 +458,12 @@ impl Handler for RpcHandler {
             now,
             mark,
         );
+        if let Some(s) = &scheduler {
+            s.leave_round();
+            if let Some(frames) = task::end_round() {
+                writer.append(frames);
+            }
+        }
         if matches!(result, Ok(ref p) if !p.output_full) {
             announce_partial_frame(&mut reader, engine.limits());
         }
@@ -551,7 +569,27 @@ struct ConnOutbox(Connection);
 
 impl Outbox for ConnOutbox {
     fn send(&self, frames: ferropoll_linkbuffer::LinkBuffer) {
-        send(&self.0, frames);
+        // On the loop thread in this connection's round: with the round's
+        // other output, one flush. Otherwise (a pool handler) at once.
+        if let Some(frames) = task::batch_send(self.0.id(), frames) {
+            send(&self.0, frames);
+        }
+    }
+
+    fn id(&self) -> u64 {
+        self.0.id()
+    }
+
+    fn run_on_loop(&self, f: Box<dyn FnOnce() + Send>) -> bool {
+        self.0.execute(move |_| f()).is_ok()
+    }
+
+    fn run_at(&self, at: Instant, f: Box<dyn FnOnce() + Send>) -> Option<Box<dyn FnOnce() + Send>> {
+        let delay = at.saturating_duration_since(Instant::now());
+        let timer = self.0.after(delay, move |_| f());
+        Some(Box::new(move || {
+            timer.cancel();
+        }))
     }
 }
 

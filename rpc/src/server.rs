@@ -22,8 +22,9 @@ use crate::hash::NameMap;
 use crate::keepalive::{self, PingPolicy, PingStrikes};
 use crate::metadata::Metadata;
 use crate::service::{Dispatch, Reply, Service};
-use crate::status::Status;
+use crate::status::{Code, Status};
 use crate::stream::{MethodKind, Outbox, Side, StreamCall, StreamMap, StreamShared};
+use crate::task::{self, AsyncReply, Scheduler};
 
 /// Why a registration failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +58,7 @@ struct MethodEntry {
     name: &'static str,
     dispatch: Dispatch,
     kind: MethodKind,
+    is_async: bool,
 }
 
 struct ServiceEntry {
@@ -144,6 +146,9 @@ pub struct ServerConn {
     streams: Arc<StreamMap>,
     /// Where streaming handlers write (none: streams are refused).
     outbox: Option<Arc<dyn Outbox>>,
+    /// Runs the async handlers that wait (none: they are run to their end
+    /// on the thread that decoded the call).
+    scheduler: Option<Arc<Scheduler>>,
 }
 
 impl ServerConn {
@@ -158,6 +163,7 @@ impl ServerConn {
             pings: PingStrikes::default(),
             streams: Arc::default(),
             outbox: None,
+            scheduler: None,
         }
     }
 
@@ -165,9 +171,15 @@ impl ServerConn {
     /// and final status through `outbox` (from pool threads).
     pub fn with_outbox(peer: PeerAddr, outbox: Arc<dyn Outbox>) -> ServerConn {
         ServerConn {
+            scheduler: Some(Scheduler::new(Arc::clone(&outbox))),
             outbox: Some(outbox),
             ..ServerConn::new(peer)
         }
+    }
+
+    /// The connection's async task scheduler, if it has one.
+    pub(crate) fn scheduler(&self) -> Option<&Arc<Scheduler>> {
+        self.scheduler.as_ref()
     }
 
     /// The open streams, to abort them when the connection closes.
@@ -311,6 +323,17 @@ impl fmt::Debug for DeferredCall {
     }
 }
 
+/// Runs its canceller when dropped.
+struct CancelOnDrop(Option<Box<dyn FnOnce() + Send>>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.0.take() {
+            cancel();
+        }
+    }
+}
+
 struct InFlight(Arc<AtomicUsize>);
 
 impl Drop for InFlight {
@@ -377,7 +400,7 @@ fn run_call(
 }
 
 /// The panic payload as text.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()
@@ -393,7 +416,7 @@ fn run_stream(service: &dyn Service, method: usize, ctx: &Context, shared: Arc<S
     } else {
         let call = StreamCall::new(Arc::clone(&shared));
         match catch_unwind(AssertUnwindSafe(|| service.call_stream(method, ctx, call))) {
-            Ok(Ok(())) => Status::new(crate::status::Code::Ok, ""),
+            Ok(Ok(())) => Status::new(Code::Ok, ""),
             Ok(Err(status)) => status,
             Err(panic) => {
                 tracing::error!(
@@ -534,6 +557,7 @@ impl ServerEngine {
                 name: m,
                 dispatch: service.dispatch(i),
                 kind: service.kind(i),
+                is_async: service.is_async(i),
             })
             .collect();
         let entry = self.services.entry(key).or_insert(ServiceEntry {
@@ -697,7 +721,7 @@ impl ServerEngine {
         };
         match kind {
             MessageType::Message => shared.deliver(frame.payload),
-            MessageType::HalfClose => shared.remote_end(Status::new(crate::status::Code::Ok, "")),
+            MessageType::HalfClose => shared.remote_end(Status::new(Code::Ok, "")),
             MessageType::Cancel => {
                 shared.abort(Status::cancelled("the client cancelled the call"));
                 Ok(())
@@ -808,6 +832,42 @@ impl ServerEngine {
                 &conn.streams,
                 output,
             );
+            if method.is_async
+                && let Some(scheduler) = &conn.scheduler
+            {
+                // The timer holds the connection: cancelled when the stream
+                // ends, or when its handler is dropped with the connection.
+                let timer = CancelOnDrop(deadline.and_then(|at| {
+                    let weak = Arc::downgrade(&shared);
+                    outbox.run_at(
+                        at,
+                        Box::new(move || {
+                            if let Some(shared) = weak.upgrade() {
+                                shared.expire(Instant::now());
+                            }
+                        }),
+                    )
+                }));
+                let fut = entry.service.call_stream_async(
+                    index,
+                    ctx.clone(),
+                    StreamCall::new(Arc::clone(&shared)),
+                );
+                let fut = task::guarded(fut, move |what| {
+                    tracing::error!(
+                        service = ctx.service(),
+                        method = ctx.method(),
+                        "async streaming handler panicked: {what}"
+                    );
+                    Err(Status::internal("handler panicked"))
+                });
+                scheduler.start(fut, move |result| {
+                    let status = result.err().unwrap_or_else(|| Status::new(Code::Ok, ""));
+                    shared.end_local(Some(&status));
+                    drop((timer, guard));
+                });
+                return;
+            }
             deferred.push(DeferredCall {
                 service: Arc::clone(&entry.service),
                 method: index,
@@ -817,6 +877,61 @@ impl ServerEngine {
                 _in_flight: guard,
             });
             progress.deferred += 1;
+            return;
+        }
+        if method.is_async {
+            if ctx.is_expired() {
+                reject(Status::deadline_exceeded(
+                    "deadline passed before the handler started",
+                ));
+                return;
+            }
+            let before = conn.in_flight.fetch_add(1, Ordering::AcqRel);
+            let guard = InFlight(Arc::clone(&conn.in_flight));
+            if before >= self.limits.max_in_flight {
+                drop(guard);
+                reject(Status::resource_exhausted(format!(
+                    "{before} calls in flight on this connection (limit {})",
+                    self.limits.max_in_flight
+                )));
+                return;
+            }
+            let (service, method_name) = (ctx.service(), ctx.method());
+            let fut = entry.service.call_async(index, ctx, payload);
+            let fut = task::guarded(fut, move |what| {
+                tracing::error!(
+                    service = service,
+                    method = method_name,
+                    "async handler panicked: {what}"
+                );
+                AsyncReply::error(Status::internal("handler panicked"))
+            });
+            let limits = self.limits;
+            match (&conn.scheduler, &conn.outbox) {
+                (Some(scheduler), Some(outbox)) => {
+                    let outbox = Arc::clone(outbox);
+                    scheduler.start(fut, move |reply| {
+                        if !oneway {
+                            let mut out = LinkBuffer::new();
+                            reply.write(&mut out, &limits, seq);
+                            outbox.send(out);
+                        }
+                        drop(guard);
+                    });
+                    if !oneway {
+                        progress.responses += 1;
+                    }
+                }
+                _ => {
+                    // No loop to come back to: run it to its end here.
+                    let reply = task::block_on(fut);
+                    if !oneway {
+                        reply.write(output, &limits, seq);
+                        progress.responses += 1;
+                    }
+                    drop(guard);
+                }
+            }
             return;
         }
         match method.dispatch {

@@ -7,6 +7,7 @@ use crate::codec::{self, Limits};
 use crate::context::Context;
 use crate::status::Status;
 use crate::stream::{MethodKind, StreamCall};
+use crate::task::{AsyncReply, BoxFuture};
 
 /// Where a method's handler runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -75,6 +76,49 @@ pub trait Service: Send + Sync + 'static {
         Err(Status::unimplemented(
             "this service has no streaming methods",
         ))
+    }
+
+    /// Whether method `method` has an async handler (default: no). The
+    /// server then serves it through [`call_async`](Service::call_async)
+    /// or [`call_stream_async`](Service::call_stream_async), polled on the
+    /// connection's loop thread, whatever its [`Dispatch`].
+    fn is_async(&self, method: usize) -> bool {
+        let _ = method;
+        false
+    }
+
+    /// The future of one unary call of an async method: decode `request`,
+    /// await the handler, resolve to its [`AsyncReply`]. It is polled at
+    /// once on the loop thread (no thread hop when it is ready then) and,
+    /// when it waits, woken back onto that loop; it must not block. A panic
+    /// in a poll is caught and answered INTERNAL. The default answers
+    /// UNIMPLEMENTED.
+    fn call_async(
+        &self,
+        method: usize,
+        ctx: Context,
+        request: LinkBuffer,
+    ) -> BoxFuture<AsyncReply> {
+        let _ = (method, ctx, request);
+        Box::pin(std::future::ready(AsyncReply::error(
+            Status::unimplemented("this service has no async methods"),
+        )))
+    }
+
+    /// The future of one streaming call of an async method; its output is
+    /// the call's final status, as for [`call_stream`](Service::call_stream).
+    /// Polled like [`call_async`](Service::call_async)'s. The default
+    /// answers UNIMPLEMENTED.
+    fn call_stream_async(
+        &self,
+        method: usize,
+        ctx: Context,
+        stream: StreamCall,
+    ) -> BoxFuture<Result<(), Status>> {
+        let _ = (method, ctx, stream);
+        Box::pin(std::future::ready(Err(Status::unimplemented(
+            "this service has no async streaming methods",
+        ))))
     }
 }
 

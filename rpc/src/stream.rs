@@ -78,6 +78,30 @@ pub trait Outbox: Send + Sync {
     /// Frames from one stream arrive in order; the implementation must
     /// keep each call's frames together.
     fn send(&self, frames: LinkBuffer);
+
+    /// An id of the connection, unique among the live ones (async
+    /// handlers' output is batched per connection). Default 0.
+    fn id(&self) -> u64 {
+        0
+    }
+
+    /// Runs `f` soon on the thread that polls this connection's async
+    /// handlers (the connection's loop thread). Returns `false` if it
+    /// cannot (the connection is gone; the default): the handlers waiting
+    /// are then dropped.
+    fn run_on_loop(&self, f: Box<dyn FnOnce() + Send>) -> bool {
+        drop(f);
+        false
+    }
+
+    /// Runs `f` at `at` as [`run_on_loop`](Outbox::run_on_loop) would (an
+    /// async streaming handler's deadline); returns what cancels it, or
+    /// `None` if it cannot (the default).
+    fn run_at(&self, at: Instant, f: Box<dyn FnOnce() + Send>) -> Option<Box<dyn FnOnce() + Send>> {
+        let _ = at;
+        drop(f);
+        None
+    }
 }
 
 /// Which end of the call this stream state is.

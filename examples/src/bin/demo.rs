@@ -139,6 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         size: 128,
         duration: Duration::from_secs(3),
         warmup: Duration::from_millis(300),
+        stream: false,
     };
     println!(
         "\nLoad: {} concurrent echo calls of {} B for {} s (one client thread, one connection):",
@@ -174,7 +175,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let load_echo = echo.clone();
     let report = rpc_load::run(&cfg, Arc::clone(&progress), move || {
-        move |payload| {
+        move |_, payload| {
             let call = load_echo.echo_async(&echo::EchoRequest { payload });
             async move { call.await.map(|r| r.payload).map_err(|s| s.to_string()) }
         }

@@ -1,12 +1,14 @@
 //! The ferropoll RPC server of the examples: `echo.Echo` and `kv.Kv`.
 //!
 //! ```text
-//! rpc-server [--addr 127.0.0.1:9200] [--loops N] [--kv-pool]
+//! rpc-server [--addr 127.0.0.1:9200] [--loops N] [--kv-pool] [--handlers sync|async]
 //! rpc-client --addr 127.0.0.1:9200 put greeting hello
 //! ```
 
-use clap::Parser;
-use ferropoll_examples::pb::{EchoService, MemKv, echo::EchoServer, kv::KvServer};
+use clap::{Parser, ValueEnum};
+use ferropoll_examples::pb::echo::{EchoAsyncServer, EchoServer};
+use ferropoll_examples::pb::kv::{KvAsyncServer, KvServer};
+use ferropoll_examples::pb::{EchoService, MemKv};
 use ferropoll_rpc::{Dispatch, Listener, Server};
 
 /// RPC server serving echo.Echo and kv.Kv.
@@ -18,9 +20,21 @@ struct Args {
     /// Event-loop threads (default: number of cores).
     #[arg(long)]
     loops: Option<usize>,
-    /// Run the kv handlers on the worker pool instead of the loop threads.
+    /// Run the kv handlers on the worker pool instead of the loop threads
+    /// (sync handlers only).
     #[arg(long)]
     kv_pool: bool,
+    /// Serve every method through synchronous handlers (inline on the
+    /// loop; streams on the pool) or async ones (polled on the loop).
+    #[arg(long, value_enum, default_value_t = Handlers::Sync)]
+    handlers: Handlers,
+}
+
+/// Which handler form serves the methods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Handlers {
+    Sync,
+    Async,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,14 +44,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(n) = args.loops {
         builder = builder.num_loops(n);
     }
-    builder.register(EchoServer::new(EchoService))?;
-    builder
-        .register(KvServer::new(MemKv::default()))?
-        .dispatch(if args.kv_pool {
-            Dispatch::Pool
-        } else {
-            Dispatch::Inline
-        });
+    match args.handlers {
+        Handlers::Sync => {
+            builder.register(EchoServer::new(EchoService))?;
+            builder
+                .register(KvServer::new(MemKv::default()))?
+                .dispatch(if args.kv_pool {
+                    Dispatch::Pool
+                } else {
+                    Dispatch::Inline
+                });
+        }
+        Handlers::Async => {
+            builder.register(EchoAsyncServer::new(EchoService))?;
+            builder.register(KvAsyncServer::new(MemKv::default()))?;
+        }
+    }
     let server = builder.build()?;
     let listener = match args.addr.strip_prefix("unix:") {
         Some(path) => {
@@ -47,9 +69,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => Listener::bind_tcp(&args.addr)?,
     };
     eprintln!(
-        "rpc-server: echo.Echo and kv.Kv on {} ({} loops)",
+        "rpc-server: echo.Echo and kv.Kv on {} ({} loops, {:?} handlers)",
         listener.local_addr()?,
-        server.event_loop().num_loops()
+        server.event_loop().num_loops(),
+        args.handlers
     );
     server.serve(listener)?;
     Ok(())

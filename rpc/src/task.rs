@@ -1,0 +1,407 @@
+//! Async handlers on the connection's own loop thread.
+//!
+//! An async handler's future is polled first inline, the moment its request
+//! is decoded, like a synchronous inline handler; a future that is ready at
+//! once costs no thread hop and no wake-up. A future that returns `Pending`
+//! becomes a [`Task`] of its connection's [`Scheduler`]: its waker puts it
+//! on the connection's ready list and, unless the loop is about to look at
+//! that list anyway, asks the loop (through the connection's
+//! [`Outbox::run_on_loop`]) to run it. The loop runs every ready task of
+//! the connection in one go, with what they send collected and written with
+//! one flush: a read batch that wakes fifty streams' handlers costs one
+//! `sendmsg`, not fifty.
+//!
+//! Nothing here knows a runtime: the waker is ours, the loop is the
+//! transport's. A future that needs a runtime's context (tokio's timers and
+//! sockets do) must run on that runtime — spawn it there and await its
+//! join handle, which any executor can await (see the crate docs).
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+
+use ferropoll_linkbuffer::LinkBuffer;
+use parking_lot::Mutex;
+use prost::Message;
+
+use crate::codec::{self, Limits};
+use crate::status::Status;
+use crate::stream::Outbox;
+
+/// A boxed future that can move between threads: what an async handler
+/// returns through [`Service::call_async`](crate::Service::call_async).
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Writes a response frame for call `seq` into the buffer.
+type Encode = Box<dyn FnOnce(&mut LinkBuffer, &Limits, u64) + Send>;
+
+/// The answer of an async unary handler, ready to encode: its response
+/// message or its error status.
+pub struct AsyncReply {
+    encode: Encode,
+}
+
+impl fmt::Debug for AsyncReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AsyncReply")
+    }
+}
+
+impl AsyncReply {
+    /// Answers with `result`: the message (RESOURCE_EXHAUSTED if it is over
+    /// the frame limit) or the status.
+    pub fn from_result<M: Message + Send + 'static>(result: Result<M, Status>) -> AsyncReply {
+        match result {
+            Ok(msg) => AsyncReply {
+                encode: Box::new(move |out, limits, seq| {
+                    if let Err(e) = codec::encode_response(out, limits, seq, &msg) {
+                        let status = Status::resource_exhausted(format!("response not sent: {e}"));
+                        codec::encode_status(out, limits, seq, &status);
+                    }
+                }),
+            },
+            Err(status) => AsyncReply::error(status),
+        }
+    }
+
+    /// Answers with an error status.
+    pub fn error(status: Status) -> AsyncReply {
+        AsyncReply {
+            encode: Box::new(move |out, limits, seq| {
+                codec::encode_status(out, limits, seq, &status);
+            }),
+        }
+    }
+
+    /// Decodes a request for an async handler: `Err` is the
+    /// INVALID_ARGUMENT answer to send when it does not decode.
+    ///
+    /// # Errors
+    ///
+    /// The request does not decode as `Req`.
+    pub fn decode<Req: Message + Default>(
+        ctx: &crate::Context,
+        request: LinkBuffer,
+    ) -> Result<Req, AsyncReply> {
+        Req::decode(request).map_err(|e| {
+            AsyncReply::error(Status::invalid_argument(format!(
+                "cannot decode the request of {}/{}: {e}",
+                ctx.service(),
+                ctx.method()
+            )))
+        })
+    }
+
+    pub(crate) fn write(self, out: &mut LinkBuffer, limits: &Limits, seq: u64) {
+        (self.encode)(out, limits, seq);
+    }
+}
+
+const IDLE: u8 = 0;
+const SCHEDULED: u8 = 1;
+const RUNNING: u8 = 2;
+const NOTIFIED: u8 = 3;
+const DONE: u8 = 4;
+
+/// One pending async handler.
+pub(crate) struct Task {
+    state: AtomicU8,
+    future: Mutex<Option<BoxFuture<()>>>,
+    scheduler: Arc<Scheduler>,
+}
+
+impl Wake for Task {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let next = match state {
+                IDLE => SCHEDULED,
+                RUNNING => NOTIFIED,
+                _ => return, // scheduled already, notified already, or done
+            };
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if next == SCHEDULED => return self.scheduler.push(Arc::clone(self)),
+                Ok(_) => return,
+                Err(now) => state = now,
+            }
+        }
+    }
+}
+
+impl Task {
+    /// After a poll that returned `Pending`: idle, or scheduled again if it
+    /// was woken while it ran.
+    fn park(self: &Arc<Self>) {
+        if self
+            .state
+            .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // NOTIFIED: woken during the poll.
+            self.state.store(SCHEDULED, Ordering::Release);
+            self.scheduler.push(Arc::clone(self));
+        }
+    }
+
+    fn run(self: &Arc<Self>) {
+        if self
+            .state
+            .compare_exchange(SCHEDULED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let waker = Waker::from(Arc::clone(self));
+        let mut cx = TaskContext::from_waker(&waker);
+        let mut slot = self.future.lock();
+        let Some(fut) = slot.as_mut() else {
+            self.state.store(DONE, Ordering::Release);
+            return;
+        };
+        if fut.as_mut().poll(&mut cx).is_ready() {
+            *slot = None;
+            self.state.store(DONE, Ordering::Release);
+            return;
+        }
+        drop(slot);
+        self.park();
+    }
+}
+
+thread_local! {
+    /// While a connection's loop thread runs that connection's round: the
+    /// connection's id and the frames its tasks sent, written with one
+    /// flush at the end of the round.
+    static BATCH: RefCell<Option<(u64, LinkBuffer)>> = const { RefCell::new(None) };
+}
+
+/// Adds `frames` to the round batch of connection `conn`, if this thread
+/// is running that connection's round; otherwise hands them back.
+pub(crate) fn batch_send(conn: u64, frames: LinkBuffer) -> Option<LinkBuffer> {
+    BATCH.with(|b| match &mut *b.borrow_mut() {
+        Some((id, buf)) if *id == conn => {
+            buf.append(frames);
+            None
+        }
+        _ => Some(frames),
+    })
+}
+
+/// Marks the start of connection `conn`'s round on this thread: frames its
+/// streams and tasks send until [`end_round`] are collected.
+pub(crate) fn begin_round(conn: u64) {
+    BATCH.with(|b| *b.borrow_mut() = Some((conn, LinkBuffer::new())));
+}
+
+/// Ends the round; returns the frames collected.
+pub(crate) fn end_round() -> Option<LinkBuffer> {
+    BATCH.with(|b| b.borrow_mut().take().map(|(_, buf)| buf))
+}
+
+/// The ready async tasks of one connection.
+pub(crate) struct Scheduler {
+    ready: Mutex<Vec<Arc<Task>>>,
+    /// Every task not finished, to drop their futures when the connection
+    /// closes (a task waiting for a timer would otherwise live on).
+    live: Mutex<Vec<std::sync::Weak<Task>>>,
+    outbox: Arc<dyn Outbox>,
+    /// The loop is in (or about to run) this connection's round: it runs
+    /// the ready list before the round ends, so a wake needs no hand-off.
+    in_round: std::sync::atomic::AtomicBool,
+}
+
+impl fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("ready", &self.ready.lock().len())
+            .finish()
+    }
+}
+
+impl Scheduler {
+    pub(crate) fn new(outbox: Arc<dyn Outbox>) -> Arc<Scheduler> {
+        Arc::new(Scheduler {
+            ready: Mutex::new(Vec::new()),
+            live: Mutex::new(Vec::new()),
+            outbox,
+            in_round: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn push(self: &Arc<Self>, task: Arc<Task>) {
+        let first = {
+            let mut ready = self.ready.lock();
+            ready.push(task);
+            ready.len() == 1
+        };
+        if first && !self.in_round.load(Ordering::Acquire) {
+            let me = Arc::clone(self);
+            let ran = self.outbox.run_on_loop(Box::new(move || me.run_round()));
+            if !ran {
+                // The connection is gone: its tasks are dropped (which
+                // cancels their handlers).
+                self.clear();
+            }
+        }
+    }
+
+    /// Runs the ready tasks (again, while running them makes more ready).
+    pub(crate) fn run_ready(&self) {
+        loop {
+            let tasks = std::mem::take(&mut *self.ready.lock());
+            if tasks.is_empty() {
+                return;
+            }
+            for task in tasks {
+                task.run();
+            }
+        }
+    }
+
+    /// A round started by a wake-up from outside the loop: runs the ready
+    /// tasks with their output batched, then sends it.
+    fn run_round(&self) {
+        let conn = self.outbox.id();
+        self.in_round.store(true, Ordering::Release);
+        begin_round(conn);
+        self.run_ready();
+        self.in_round.store(false, Ordering::Release);
+        // A wake between the last run and clearing the flag found the flag
+        // set: run what it queued.
+        self.run_ready();
+        if let Some(frames) = end_round()
+            && (!frames.is_empty() || frames.unflushed_len() > 0)
+        {
+            self.outbox.send(frames);
+        }
+    }
+
+    /// The round of a read: wakes during it are run by [`run_ready`]
+    /// before it ends.
+    pub(crate) fn enter_round(&self) {
+        self.in_round.store(true, Ordering::Release);
+    }
+
+    /// The end of a read's round.
+    pub(crate) fn leave_round(&self) {
+        self.in_round.store(false, Ordering::Release);
+        if !self.ready.lock().is_empty() {
+            self.run_ready();
+        }
+    }
+
+    /// Drops every task (the connection closed): their handlers are
+    /// cancelled.
+    pub(crate) fn clear(&self) {
+        drop(std::mem::take(&mut *self.ready.lock()));
+        let live = std::mem::take(&mut *self.live.lock());
+        for task in live.iter().filter_map(std::sync::Weak::upgrade) {
+            task.state.store(DONE, Ordering::Release);
+            // Dropped outside the lock: dropping may wake other tasks.
+            let fut = task.future.lock().take();
+            drop(fut);
+        }
+    }
+
+    /// Polls `fut` once now, inline, and hands its output to `then`; if it
+    /// is not ready, it becomes a task of this connection, woken onto its
+    /// loop, and `then` runs when it completes there (or never, if the
+    /// connection closes first: then both are dropped).
+    pub(crate) fn start<T: Send + 'static>(
+        self: &Arc<Self>,
+        mut fut: BoxFuture<T>,
+        then: impl FnOnce(T) + Send + 'static,
+    ) {
+        let task = Arc::new(Task {
+            state: AtomicU8::new(RUNNING),
+            future: Mutex::new(None),
+            scheduler: Arc::clone(self),
+        });
+        let waker = Waker::from(Arc::clone(&task));
+        let mut cx = TaskContext::from_waker(&waker);
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            task.state.store(DONE, Ordering::Release);
+            then(out);
+            return;
+        }
+        *task.future.lock() = Some(Box::pin(async move { then(fut.await) }));
+        {
+            let mut live = self.live.lock();
+            if live.len() >= 64 && live.len().is_power_of_two() {
+                live.retain(|t| t.strong_count() > 0);
+            }
+            live.push(Arc::downgrade(&task));
+        }
+        task.park();
+    }
+}
+
+/// `fut`, with a panic in any poll caught and turned into `on_panic`'s
+/// output (the panic message is logged by `on_panic`'s caller).
+pub(crate) fn guarded<T: 'static>(
+    fut: BoxFuture<T>,
+    on_panic: impl FnOnce(&str) -> T + Send + 'static,
+) -> BoxFuture<T> {
+    struct Guarded<T, P> {
+        fut: Option<BoxFuture<T>>,
+        on_panic: Option<P>,
+    }
+    impl<T, P: FnOnce(&str) -> T> Future for Guarded<T, P> {
+        type Output = T;
+        fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<T> {
+            // Both fields are Unpin (a box and an option of a closure
+            // behind the box of this future).
+            let this = Pin::into_inner(self);
+            let Some(fut) = this.fut.as_mut() else {
+                return Poll::Pending;
+            };
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+                Ok(p) => p,
+                Err(panic) => {
+                    this.fut = None;
+                    let what = crate::server::panic_text(&*panic);
+                    let on_panic = this.on_panic.take().expect("a panic is caught once");
+                    Poll::Ready(on_panic(what))
+                }
+            }
+        }
+    }
+    impl<T, P> Unpin for Guarded<T, P> {}
+    Box::pin(Guarded {
+        fut: Some(fut),
+        on_panic: Some(on_panic),
+    })
+}
+
+/// Runs `fut` to its end on this thread, parking between polls (async
+/// handlers of an engine with no loop to run them, e.g. in-process).
+pub(crate) fn block_on<T>(mut fut: BoxFuture<T>) -> T {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = TaskContext::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
