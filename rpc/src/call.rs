@@ -106,8 +106,10 @@ struct TableState {
 pub struct CallTable {
     state: Mutex<TableState>,
     max_in_flight: usize,
-    /// Futures woken with their outcome and not yet polled to take it.
-    ready: AtomicUsize,
+    /// Futures woken with their outcome and not yet polled to take it, and
+    /// stream messages delivered to a waiting task not yet taken (shared
+    /// with the connection's streams).
+    ready: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for CallTable {
@@ -132,7 +134,7 @@ impl CallTable {
                 closed: None,
             }),
             max_in_flight,
-            ready: AtomicUsize::new(0),
+            ready: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -142,6 +144,11 @@ impl CallTable {
     /// ([`CallFuture::with_flush`]).
     pub(crate) fn ready(&self) -> usize {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The counter of [`ready`](Self::ready), for the connection's streams.
+    pub(crate) fn ready_counter(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.ready)
     }
 
     /// A counted outcome was taken; returns whether it was the last one.

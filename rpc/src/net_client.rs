@@ -248,7 +248,21 @@ impl ConnSession {
 impl Outbox for ConnSession {
     fn send(&self, frames: LinkBuffer) {
         self.staged.lock().append(frames);
+        if self.session.table().ready() > 0 {
+            // Tasks woken with messages or outcomes are about to run and
+            // send too: the last of them sends everything staged.
+            Flush::deferred(self);
+        } else {
+            self.kick();
+        }
+    }
+
+    fn flush_staged(&self) {
         self.kick();
+    }
+
+    fn defers(&self) -> Option<Arc<std::sync::atomic::AtomicUsize>> {
+        Some(self.session.table().ready_counter())
     }
 }
 

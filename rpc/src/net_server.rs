@@ -576,8 +576,8 @@ impl Outbox for ConnOutbox {
         }
     }
 
-    fn id(&self) -> u64 {
-        self.0.id()
+    fn batch_key(&self) -> Option<u64> {
+        Some(self.0.id())
     }
 
     fn run_on_loop(&self, f: Box<dyn FnOnce() + Send>) -> bool {

@@ -912,9 +912,19 @@ impl ServerEngine {
                     let outbox = Arc::clone(outbox);
                     scheduler.start(fut, move |reply| {
                         if !oneway {
-                            let mut out = LinkBuffer::new();
-                            reply.write(&mut out, &limits, seq);
-                            outbox.send(out);
+                            // Straight into the round's output on the loop
+                            // thread; else a frame of its own.
+                            let mut reply = Some(reply);
+                            task::with_batch(outbox.batch_key(), |buf| {
+                                if let Some(r) = reply.take() {
+                                    r.write(buf, &limits, seq);
+                                }
+                            });
+                            if let Some(reply) = reply {
+                                let mut out = LinkBuffer::new();
+                                reply.write(&mut out, &limits, seq);
+                                outbox.send(out);
+                            }
                         }
                         drop(guard);
                     });

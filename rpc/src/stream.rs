@@ -28,6 +28,7 @@ use prost::Message;
 use crate::codec::{self, Limits, ProtocolError};
 use crate::hash::SeqMap;
 use crate::status::{Code, Status};
+use crate::task;
 
 /// The credit each side of a new stream starts with, in bytes, in each
 /// direction. A receiver with a larger window grants the difference at once.
@@ -79,10 +80,25 @@ pub trait Outbox: Send + Sync {
     /// keep each call's frames together.
     fn send(&self, frames: LinkBuffer);
 
-    /// An id of the connection, unique among the live ones (async
-    /// handlers' output is batched per connection). Default 0.
-    fn id(&self) -> u64 {
-        0
+    /// Sends now what [`send`](Outbox::send) left staged because tasks
+    /// woken with messages were about to run (see [`defers`](Outbox::defers)).
+    /// Default: nothing (`send` sends at once).
+    fn flush_staged(&self) {}
+
+    /// The counter of tasks woken with a message (or a call's outcome) and
+    /// not yet polled on this connection, if `send` leaves frames staged
+    /// while it is not 0 (the client: calls started by tasks woken together
+    /// share a write; the last task to take its message sends them). The
+    /// default: none.
+    fn defers(&self) -> Option<Arc<std::sync::atomic::AtomicUsize>> {
+        None
+    }
+
+    /// For an outbox whose frames are collected per round of its
+    /// connection's loop (a server connection, where async handlers run):
+    /// the connection's id, unique among the live ones. Default `None`.
+    fn batch_key(&self) -> Option<u64> {
+        None
     }
 
     /// Runs `f` soon on the thread that polls this connection's async
@@ -134,6 +150,9 @@ struct State {
     aborted: Option<Status>,
     recv_waker: Option<Waker>,
     send_waker: Option<Waker>,
+    /// Messages in `inbox` delivered to a waiting task, counted in the
+    /// connection's `ready` until taken.
+    counted: usize,
 }
 
 /// One stream's shared state.
@@ -147,6 +166,8 @@ pub(crate) struct StreamShared {
     out: Arc<dyn Outbox>,
     /// The map this stream is registered in, to leave it when it ends.
     map: Weak<StreamMap>,
+    /// See [`Outbox::defers`].
+    ready: Option<Arc<std::sync::atomic::AtomicUsize>>,
     state: Mutex<State>,
     cv: Condvar,
 }
@@ -184,6 +205,7 @@ impl StreamShared {
             deadline,
             limits,
             window,
+            ready: out.defers(),
             out,
             map: Arc::downgrade(map),
             state: Mutex::new(State {
@@ -198,6 +220,7 @@ impl StreamShared {
                 aborted: None,
                 recv_waker: None,
                 send_waker: None,
+                counted: 0,
             }),
             cv: Condvar::new(),
         });
@@ -215,6 +238,17 @@ impl StreamShared {
             if map.get(&self.seq).is_some_and(|s| std::ptr::eq(&**s, self)) {
                 map.remove(&self.seq);
             }
+        }
+    }
+
+    /// Gives back `n` counted messages; the last one out sends what was
+    /// left staged.
+    fn uncount(&self, n: usize) {
+        if n > 0
+            && let Some(ready) = &self.ready
+            && ready.fetch_sub(n, std::sync::atomic::Ordering::SeqCst) == n
+        {
+            self.out.flush_staged();
         }
     }
 
@@ -256,6 +290,14 @@ impl StreamShared {
         state.buffered += c;
         state.peak = state.peak.max(state.buffered);
         state.inbox.push_back(payload);
+        if state.recv_waker.is_some()
+            && let Some(ready) = &self.ready
+        {
+            // A task waits for this message: what it sends next waits for
+            // the other tasks woken with it (see `Outbox::defers`).
+            ready.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            state.counted += 1;
+        }
         self.wake(state);
         Ok(())
     }
@@ -308,6 +350,8 @@ impl StreamShared {
             state.aborted = Some(status);
             state.inbox.clear();
             state.buffered = 0;
+            let counted = std::mem::take(&mut state.counted);
+            self.uncount(counted);
         }
         self.wake(state);
         self.leave_map();
@@ -356,6 +400,10 @@ impl StreamShared {
         state: &mut MutexGuard<'_, State>,
     ) -> Poll<Option<Result<LinkBuffer, Status>>> {
         if let Some(msg) = state.inbox.pop_front() {
+            if state.counted > 0 {
+                state.counted -= 1;
+                MutexGuard::unlocked(state, || self.uncount(1));
+            }
             let c = cost(msg.len());
             state.buffered -= c;
             state.consumed += c;
@@ -471,20 +519,13 @@ impl StreamShared {
         }
     }
 
-    fn poll_send(
-        &self,
-        cx: &mut TaskContext<'_>,
-        frame: &mut Option<LinkBuffer>,
-        len: usize,
-    ) -> Poll<Result<(), Status>> {
+    /// Waits for credit to send a message of payload length `len` and
+    /// takes its cost.
+    fn poll_reserve(&self, cx: &mut TaskContext<'_>, len: usize) -> Poll<Result<(), Status>> {
         let mut state = self.state.lock();
         match self.try_reserve(&mut state) {
             Poll::Ready(Ok(())) => {
                 state.credit -= cost(len);
-                drop(state);
-                if let Some(frame) = frame.take() {
-                    self.out.send(frame);
-                }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(status)) => Poll::Ready(Err(status)),
@@ -496,6 +537,11 @@ impl StreamShared {
                 Poll::Pending
             }
         }
+    }
+
+    /// Gives back the cost of a message that was not sent after all.
+    fn refund(&self, len: usize) {
+        self.state.lock().credit += cost(len);
     }
 
     /// Ends this side's direction: a client's HALF_CLOSE; a server's final
@@ -707,6 +753,8 @@ impl<T: Message + Default> Iterator for RecvStream<T> {
 
 impl<T> Drop for RecvStream<T> {
     fn drop(&mut self) {
+        let counted = std::mem::take(&mut self.shared.state.lock().counted);
+        self.shared.uncount(counted);
         if self.shared.side == Side::Client {
             self.shared
                 .cancel_local(Status::cancelled("the caller dropped the response stream"));
@@ -783,21 +831,14 @@ impl<T: Message> SendSink<T> {
         self.shared.send_blocking(frame, len)
     }
 
-    /// As [`send`](SendSink::send), as a future.
-    pub fn send_async(&mut self, msg: &T) -> SendMessage<'_> {
-        match self.encode(msg) {
-            Ok((frame, len)) => SendMessage {
-                shared: &self.shared,
-                frame: Some(frame),
-                len,
-                failed: None,
-            },
-            Err(status) => SendMessage {
-                shared: &self.shared,
-                frame: None,
-                len: 0,
-                failed: Some(status),
-            },
+    /// As [`send`](SendSink::send), as a future. On a server's loop
+    /// thread (an async handler) the message is encoded straight into the
+    /// round's output, which is written with one flush.
+    pub fn send_async<'a>(&'a mut self, msg: &'a T) -> SendMessage<'a, T> {
+        SendMessage {
+            shared: &self.shared,
+            msg,
+            done: false,
         }
     }
 
@@ -816,14 +857,13 @@ impl<T> Drop for SendSink<T> {
 
 /// The future of [`SendSink::send_async`].
 #[must_use = "futures do nothing unless polled"]
-pub struct SendMessage<'a> {
+pub struct SendMessage<'a, T> {
     shared: &'a Arc<StreamShared>,
-    frame: Option<LinkBuffer>,
-    len: usize,
-    failed: Option<Status>,
+    msg: &'a T,
+    done: bool,
 }
 
-impl fmt::Debug for SendMessage<'_> {
+impl<T> fmt::Debug for SendMessage<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SendMessage")
             .field("seq", &self.shared.seq)
@@ -831,18 +871,35 @@ impl fmt::Debug for SendMessage<'_> {
     }
 }
 
-impl Future for SendMessage<'_> {
+impl<T: Message> Future for SendMessage<'_, T> {
     type Output = Result<(), Status>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if let Some(status) = this.failed.take() {
-            return Poll::Ready(Err(status));
-        }
-        if this.frame.is_none() {
+        if this.done {
             return Poll::Ready(Err(Status::internal("SendMessage polled after completion")));
         }
-        this.shared.poll_send(cx, &mut this.frame, this.len)
+        let len = this.msg.encoded_len();
+        std::task::ready!(this.shared.poll_reserve(cx, len))?;
+        this.done = true;
+        let shared = this.shared;
+        let encode =
+            |buf: &mut LinkBuffer| codec::encode_message(buf, &shared.limits, shared.seq, this.msg);
+        let sent = match task::with_batch(shared.out.batch_key(), encode) {
+            Some(r) => r.map(drop),
+            None => {
+                let mut frame = LinkBuffer::new();
+                let r = encode(&mut frame);
+                if r.is_ok() {
+                    shared.out.send(frame);
+                }
+                r.map(drop)
+            }
+        };
+        Poll::Ready(sent.map_err(|e| {
+            shared.refund(len);
+            Status::resource_exhausted(format!("message not sent: {e}"))
+        }))
     }
 }
 

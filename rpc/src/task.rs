@@ -198,6 +198,16 @@ pub(crate) fn batch_send(conn: u64, frames: LinkBuffer) -> Option<LinkBuffer> {
     })
 }
 
+/// Runs `f` on the round batch of the outbox with `key`, if this thread is
+/// running that connection's round.
+pub(crate) fn with_batch<R>(key: Option<u64>, f: impl FnOnce(&mut LinkBuffer) -> R) -> Option<R> {
+    let key = key?;
+    BATCH.with(|b| match &mut *b.borrow_mut() {
+        Some((id, buf)) if *id == key => Some(f(buf)),
+        _ => None,
+    })
+}
+
 /// Marks the start of connection `conn`'s round on this thread: frames its
 /// streams and tasks send until [`end_round`] are collected.
 pub(crate) fn begin_round(conn: u64) {
@@ -272,7 +282,10 @@ impl Scheduler {
     /// A round started by a wake-up from outside the loop: runs the ready
     /// tasks with their output batched, then sends it.
     fn run_round(&self) {
-        let conn = self.outbox.id();
+        let Some(conn) = self.outbox.batch_key() else {
+            self.run_ready();
+            return;
+        };
         self.in_round.store(true, Ordering::Release);
         begin_round(conn);
         self.run_ready();
