@@ -12,6 +12,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use ferropoll_linkbuffer::LinkBuffer;
@@ -406,6 +407,14 @@ pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("a non-string payload")
+}
+
+fn handler_panicked(ctx: &Context, what: &str) {
+    tracing::error!(
+        service = ctx.service(),
+        method = ctx.method(),
+        "async handler panicked: {what}"
+    );
 }
 
 /// Runs a streaming call's handler to its end and sends its final status
@@ -848,24 +857,30 @@ impl ServerEngine {
                         }),
                     )
                 }));
-                let fut = entry.service.call_stream_async(
+                let mut fut = entry.service.call_stream_async(
                     index,
                     ctx.clone(),
                     StreamCall::new(Arc::clone(&shared)),
                 );
-                let fut = task::guarded(fut, move |what| {
-                    tracing::error!(
-                        service = ctx.service(),
-                        method = ctx.method(),
-                        "async streaming handler panicked: {what}"
-                    );
-                    Err(Status::internal("handler panicked"))
-                });
-                scheduler.start(fut, move |result| {
+                let finish = move |result: Result<(), Status>| {
                     let status = result.err().unwrap_or_else(|| Status::new(Code::Ok, ""));
                     shared.end_local(Some(&status));
                     drop((timer, guard));
-                });
+                };
+                match scheduler.poll_first(&mut fut) {
+                    Ok(Poll::Ready(result)) => finish(result),
+                    Ok(Poll::Pending) => {
+                        let fut = task::guarded(fut, move |what| {
+                            handler_panicked(&ctx, what);
+                            Err(Status::internal("handler panicked"))
+                        });
+                        scheduler.spawn(fut, finish);
+                    }
+                    Err(panic) => {
+                        handler_panicked(&ctx, panic_text(&*panic));
+                        finish(Err(Status::internal("handler panicked")));
+                    }
+                }
                 return;
             }
             deferred.push(DeferredCall {
@@ -896,21 +911,32 @@ impl ServerEngine {
                 )));
                 return;
             }
-            let (service, method_name) = (ctx.service(), ctx.method());
-            let fut = entry.service.call_async(index, ctx, payload);
-            let fut = task::guarded(fut, move |what| {
+            let log_ctx = (ctx.service(), ctx.method());
+            let mut fut = entry.service.call_async(index, ctx, payload);
+            let limits = self.limits;
+            let on_panic = move |what: &str| {
                 tracing::error!(
-                    service = service,
-                    method = method_name,
+                    service = log_ctx.0,
+                    method = log_ctx.1,
                     "async handler panicked: {what}"
                 );
                 AsyncReply::error(Status::internal("handler panicked"))
-            });
-            let limits = self.limits;
-            match (&conn.scheduler, &conn.outbox) {
-                (Some(scheduler), Some(outbox)) => {
+            };
+            let (Some(scheduler), Some(outbox)) = (&conn.scheduler, &conn.outbox) else {
+                // No loop to come back to: run it to its end here.
+                let reply = task::block_on(task::guarded(fut, on_panic));
+                if !oneway {
+                    reply.write(output, &limits, seq);
+                    progress.responses += 1;
+                }
+                return;
+            };
+            let ready = match scheduler.poll_first(&mut fut) {
+                Ok(Poll::Ready(reply)) => reply,
+                Err(panic) => on_panic(panic_text(&*panic)),
+                Ok(Poll::Pending) => {
                     let outbox = Arc::clone(outbox);
-                    scheduler.start(fut, move |reply| {
+                    scheduler.spawn(task::guarded(fut, on_panic), move |reply| {
                         if !oneway {
                             // Straight into the round's output on the loop
                             // thread; else a frame of its own.
@@ -931,17 +957,15 @@ impl ServerEngine {
                     if !oneway {
                         progress.responses += 1;
                     }
+                    return;
                 }
-                _ => {
-                    // No loop to come back to: run it to its end here.
-                    let reply = task::block_on(fut);
-                    if !oneway {
-                        reply.write(output, &limits, seq);
-                        progress.responses += 1;
-                    }
-                    drop(guard);
-                }
+            };
+            // Ready at the first poll: answered like an inline call.
+            if !oneway {
+                ready.write(output, &limits, seq);
+                progress.responses += 1;
             }
+            drop(guard);
             return;
         }
         match method.dispatch {

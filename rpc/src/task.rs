@@ -229,6 +229,7 @@ pub(crate) struct Scheduler {
     /// The loop is in (or about to run) this connection's round: it runs
     /// the ready list before the round ends, so a wake needs no hand-off.
     in_round: std::sync::atomic::AtomicBool,
+    first_waker: Waker,
 }
 
 impl fmt::Debug for Scheduler {
@@ -246,6 +247,7 @@ impl Scheduler {
             live: Mutex::new(Vec::new()),
             outbox,
             in_round: std::sync::atomic::AtomicBool::new(false),
+            first_waker: Waker::from(Arc::new(FirstPoll)),
         })
     }
 
@@ -327,28 +329,34 @@ impl Scheduler {
         }
     }
 
-    /// Polls `fut` once now, inline, and hands its output to `then`; if it
-    /// is not ready, it becomes a task of this connection, woken onto its
-    /// loop, and `then` runs when it completes there (or never, if the
-    /// connection closes first: then both are dropped).
-    pub(crate) fn start<T: Send + 'static>(
+    /// The first poll of a handler's future, inline, with a waker shared
+    /// by all first polls of this connection (no allocation). A future
+    /// that is not ready is then [`spawn`](Self::spawn)ed and polled again
+    /// at once with its own task's waker; by the `Future` contract only
+    /// the waker of its latest poll may be woken, so wake-ups of the shared
+    /// one are ignored.
+    ///
+    /// # Errors
+    ///
+    /// The poll panicked: the payload.
+    pub(crate) fn poll_first<T>(&self, fut: &mut BoxFuture<T>) -> std::thread::Result<Poll<T>> {
+        let mut cx = TaskContext::from_waker(&self.first_waker);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
+    }
+
+    /// Makes `fut` a task of this connection and polls it now; when it
+    /// completes (on the loop thread, woken there), `then` gets its output.
+    /// If the connection closes first, both are dropped.
+    pub(crate) fn spawn<T: Send + 'static>(
         self: &Arc<Self>,
-        mut fut: BoxFuture<T>,
+        fut: BoxFuture<T>,
         then: impl FnOnce(T) + Send + 'static,
     ) {
         let task = Arc::new(Task {
-            state: AtomicU8::new(RUNNING),
-            future: Mutex::new(None),
+            state: AtomicU8::new(SCHEDULED),
+            future: Mutex::new(Some(Box::pin(async move { then(fut.await) }))),
             scheduler: Arc::clone(self),
         });
-        let waker = Waker::from(Arc::clone(&task));
-        let mut cx = TaskContext::from_waker(&waker);
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            task.state.store(DONE, Ordering::Release);
-            then(out);
-            return;
-        }
-        *task.future.lock() = Some(Box::pin(async move { then(fut.await) }));
         {
             let mut live = self.live.lock();
             if live.len() >= 64 && live.len().is_power_of_two() {
@@ -356,8 +364,17 @@ impl Scheduler {
             }
             live.push(Arc::downgrade(&task));
         }
-        task.park();
+        task.run();
     }
+}
+
+/// The waker of first polls: wake-ups are ignored (see
+/// [`Scheduler::poll_first`]).
+struct FirstPoll;
+
+impl Wake for FirstPoll {
+    fn wake(self: Arc<Self>) {}
+    fn wake_by_ref(self: &Arc<Self>) {}
 }
 
 /// `fut`, with a panic in any poll caught and turned into `on_panic`'s
