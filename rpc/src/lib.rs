@@ -64,6 +64,53 @@
 //! bytes without allocating; the response is encoded once, straight into the
 //! output buffer, its lengths computed first.
 //!
+//! # Streams
+//!
+//! Methods declared with `stream` in the `.proto` are streaming calls
+//! (server-streaming, client-streaming, bidi; see "Streams" in
+//! `PROTOCOL.md`). A handler gets a [`RecvStream`] of requests and/or a
+//! [`SendSink`] for responses, and returns the call's final status; a
+//! caller gets the symmetric pair from [`Client::open_stream`] or
+//! [`Client::server_stream`] (the generated stubs wrap both). Each stream
+//! has a credit window per direction, so a slow reader slows its writer
+//! down instead of filling memory: [`SendSink::send`] waits for window.
+//! Both halves have blocking forms (`send`, `recv`, iteration) and async
+//! ones (`send_async`, `message`). Dropping a caller's [`RecvStream`]
+//! cancels the call (the handler's next receive or send fails with
+//! CANCELLED); the deadline ends both sides with DEADLINE_EXCEEDED.
+//! Synchronous streaming handlers run on the pool, one worker per open
+//! stream; async ones (below) run on the loop and cost no thread.
+//!
+//! # Async handlers
+//!
+//! The generator also writes a `<Service>Async` trait, implemented with
+//! `async fn`, and a `<Service>AsyncServer` wrapper to register. Its futures
+//! are polled **on the connection's event-loop thread**: once, at once,
+//! when the request is decoded — a future ready then costs what an inline
+//! handler costs — and again whenever they are woken, back onto that loop
+//! (the waker is ours: no runtime is involved). What handlers send while
+//! the loop runs them is written with one flush per round. A future must
+//! therefore not block, and rpc depends on no runtime. **The rule for
+//! runtime-bound libraries**: a future that needs tokio's context — a
+//! `tokio::time::sleep`, a `tokio::net::TcpStream`, an HTTP client built on
+//! them — must be *created and polled* on a tokio runtime running beside
+//! the server: spawn it there and await the join handle, which any executor
+//! can await.
+//!
+//! ```ignore
+//! async fn lookup(&self, ctx: &Context, req: LookupRequest) -> Result<LookupResponse, Status> {
+//!     let url = req.url.clone();
+//!     let body = self.tokio.spawn(async move { http_get(&url).await })  // on tokio
+//!         .await                                                         // awaited here
+//!         .map_err(|e| Status::internal(e.to_string()))??;
+//!     Ok(LookupResponse { body })
+//! }
+//! ```
+//!
+//! A connection that closes drops the futures of its waiting handlers
+//! (they stop at the `await` they were at). `rpc/tests/async_handlers.rs`
+//! runs handlers awaiting tokio timers and tokio TCP connections.
+//!
 //! Feature `dns` (not a default) adds DNS discovery ([`cluster::DnsDiscover`]);
 //! feature `etcd` adds etcd discovery and registration
 //! ([`cluster::EtcdDiscover`], [`cluster::EtcdRegistrar`]; its build needs

@@ -143,14 +143,21 @@ impl Task {
     /// After a poll that returned `Pending`: idle, or scheduled again if it
     /// was woken while it ran.
     fn park(self: &Arc<Self>) {
-        if self
+        match self
             .state
             .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
         {
-            // NOTIFIED: woken during the poll.
-            self.state.store(SCHEDULED, Ordering::Release);
-            self.scheduler.push(Arc::clone(self));
+            Ok(_) => {}
+            Err(NOTIFIED) => {
+                // Woken during the poll.
+                self.state.store(SCHEDULED, Ordering::Release);
+                self.scheduler.push(Arc::clone(self));
+            }
+            Err(_) => {
+                // DONE: the connection closed during the poll.
+                let fut = self.future.lock().take();
+                drop(fut);
+            }
         }
     }
 
@@ -169,9 +176,13 @@ impl Task {
             self.state.store(DONE, Ordering::Release);
             return;
         };
-        if fut.as_mut().poll(&mut cx).is_ready() {
-            *slot = None;
+        // DONE without being ready: the connection closed while this poll
+        // ran (its close callback could not take the future: we hold it).
+        if fut.as_mut().poll(&mut cx).is_ready() || self.state.load(Ordering::Acquire) == DONE {
+            let fut = slot.take();
             self.state.store(DONE, Ordering::Release);
+            drop(slot);
+            drop(fut);
             return;
         }
         drop(slot);
@@ -323,8 +334,11 @@ impl Scheduler {
         let live = std::mem::take(&mut *self.live.lock());
         for task in live.iter().filter_map(std::sync::Weak::upgrade) {
             task.state.store(DONE, Ordering::Release);
-            // Dropped outside the lock: dropping may wake other tasks.
-            let fut = task.future.lock().take();
+            // A task being polled right now (this may run inside its poll,
+            // when a send fails and closes the connection) drops its
+            // future itself when the poll returns. Dropped outside the
+            // lock: dropping may wake other tasks.
+            let fut = task.future.try_lock().and_then(|mut f| f.take());
             drop(fut);
         }
     }
