@@ -91,6 +91,61 @@ impl echo::EchoAsync for EchoService {
     }
 }
 
+/// `echo.Echo` through async handlers that first await a tokio timer:
+/// what an async handler that calls a tokio-based library looks like
+/// (`rpc-server --handlers async --tokio-delay-ms N`). The handlers are
+/// polled on the server's loop thread, which has no tokio context, so the
+/// timer is created and awaited in a task on the runtime beside the server
+/// and the handler awaits its join handle.
+#[derive(Debug, Clone)]
+pub struct DelayedEcho {
+    /// The runtime the timers run on.
+    pub rt: tokio::runtime::Handle,
+    /// How long each answer waits.
+    pub delay: std::time::Duration,
+}
+
+impl DelayedEcho {
+    async fn wait(&self) -> Result<(), Status> {
+        let delay = self.delay;
+        self.rt
+            .spawn(async move { tokio::time::sleep(delay).await })
+            .await
+            .map_err(|e| Status::internal(format!("the timer task failed: {e}")))
+    }
+}
+
+impl echo::EchoAsync for DelayedEcho {
+    async fn echo(
+        &self,
+        _: &Context,
+        req: echo::EchoRequest,
+    ) -> Result<echo::EchoResponse, Status> {
+        self.wait().await?;
+        Ok(echo::EchoResponse {
+            payload: req.payload,
+        })
+    }
+
+    async fn echo_stream(
+        &self,
+        _: &Context,
+        mut requests: ferropoll_rpc::RecvStream<echo::EchoRequest>,
+        mut responses: ferropoll_rpc::SendSink<echo::EchoResponse>,
+    ) -> Result<(), Status> {
+        while let Some(req) = requests.message().await {
+            let req = req?;
+            self.wait().await?;
+            responses
+                .send_async(&echo::EchoResponse {
+                    payload: req.payload,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 /// The most entries one `List` returns (and its default limit).
 pub const MAX_LIST: usize = 1000;
 

@@ -22,6 +22,10 @@ impl Drop for Server {
 }
 
 fn start_server(name: &str) -> (Server, String) {
+    start_server_with(name, &[])
+}
+
+fn start_server_with(name: &str, extra: &[&str]) -> (Server, String) {
     let dir = std::env::temp_dir().join(format!("ferropoll-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -29,6 +33,7 @@ fn start_server(name: &str) -> (Server, String) {
     let addr = format!("unix:{}", sock.display());
     let child = Command::new(env!("CARGO_BIN_EXE_rpc-server"))
         .args(["--addr", &addr, "--loops", "1"])
+        .args(extra)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -85,6 +90,85 @@ fn rpc_client_commands_against_rpc_server() {
     let dead = client("unix:/nonexistent/ferropoll.sock", &["get", "a"]);
     assert_eq!(dead.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&dead.stderr).contains("UNAVAILABLE"));
+}
+
+/// Runs `rpc-bench` with `args` against `addr`; the key=value pairs of its
+/// last line.
+fn bench(addr: &str, args: &[&str]) -> std::collections::HashMap<String, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_rpc-bench"))
+        .args(["--addr", addr])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    let last = text.lines().last().unwrap_or_default().to_owned();
+    last.split(' ')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn rpc_bench_streams_against_sync_and_async_handlers() {
+    for handlers in ["sync", "async"] {
+        let (_server, addr) =
+            start_server_with(&format!("stream-{handlers}"), &["--handlers", handlers]);
+        assert!(wait_until(Duration::from_secs(10), || client(
+            &addr,
+            &["echo", "hi"]
+        )
+        .status
+        .success()));
+        let kv = bench(
+            &addr,
+            &[
+                "--stream",
+                "--concurrency",
+                "8",
+                "--secs",
+                "0.5",
+                "--warmup",
+                "0.1",
+            ],
+        );
+        assert_eq!(kv["errors"], "0", "{handlers}: {kv:?}");
+        assert_eq!(kv["mode"], "stream", "{kv:?}");
+        assert!(
+            kv["qps"].parse::<f64>().unwrap() > 0.0,
+            "{handlers}: {kv:?}"
+        );
+    }
+}
+
+#[test]
+fn async_handlers_awaiting_a_tokio_timer() {
+    let (_server, addr) = start_server_with(
+        "tokio-delay",
+        &["--handlers", "async", "--tokio-delay-ms", "40"],
+    );
+    assert!(wait_until(Duration::from_secs(10), || client(
+        &addr,
+        &["echo", "hi"]
+    )
+    .status
+    .success()));
+    // Every answer waits 40 ms on the tokio timer; 16 calls wait at once.
+    for mode in [&[][..], &["--stream"][..]] {
+        let mut args = vec!["--concurrency", "16", "--secs", "0.5", "--warmup", "0.1"];
+        args.extend_from_slice(mode);
+        let kv = bench(&addr, &args);
+        assert_eq!(kv["errors"], "0", "{kv:?}");
+        let p50: u64 = kv["p50_us"].parse().unwrap();
+        assert!(p50 >= 40_000, "answers did not wait for the timer: {kv:?}");
+        // and they waited concurrently: about 16 per 40 ms, not one
+        let qps: f64 = kv["qps"].parse().unwrap();
+        assert!(qps > 100.0, "the waits were not concurrent: {kv:?}");
+    }
 }
 
 #[test]

@@ -2,13 +2,14 @@
 //!
 //! ```text
 //! rpc-server [--addr 127.0.0.1:9200] [--loops N] [--kv-pool] [--handlers sync|async]
+//!            [--tokio-delay-ms N]
 //! rpc-client --addr 127.0.0.1:9200 put greeting hello
 //! ```
 
 use clap::{Parser, ValueEnum};
 use ferropoll_examples::pb::echo::{EchoAsyncServer, EchoServer};
 use ferropoll_examples::pb::kv::{KvAsyncServer, KvServer};
-use ferropoll_examples::pb::{EchoService, MemKv};
+use ferropoll_examples::pb::{DelayedEcho, EchoService, MemKv};
 use ferropoll_rpc::{Dispatch, Listener, Server};
 
 /// RPC server serving echo.Echo and kv.Kv.
@@ -28,6 +29,11 @@ struct Args {
     /// loop; streams on the pool) or async ones (polled on the loop).
     #[arg(long, value_enum, default_value_t = Handlers::Sync)]
     handlers: Handlers,
+    /// With `--handlers async`: every echo answer first awaits a tokio
+    /// timer of this many ms, run on a tokio runtime beside the server
+    /// (an async handler calling a tokio-based library).
+    #[arg(long)]
+    tokio_delay_ms: Option<u64>,
 }
 
 /// Which handler form serves the methods.
@@ -56,9 +62,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 });
         }
         Handlers::Async => {
-            builder.register(EchoAsyncServer::new(EchoService))?;
+            match args.tokio_delay_ms {
+                Some(ms) => {
+                    let rt = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(1)
+                        .thread_name("rpc-server-tokio")
+                        .enable_time()
+                        .build()?;
+                    builder.register(EchoAsyncServer::new(DelayedEcho {
+                        rt: rt.handle().clone(),
+                        delay: std::time::Duration::from_millis(ms),
+                    }))?;
+                    // Lives as long as the process.
+                    std::mem::forget(rt);
+                }
+                None => {
+                    builder.register(EchoAsyncServer::new(EchoService))?;
+                }
+            }
             builder.register(KvAsyncServer::new(MemKv::default()))?;
         }
+    }
+    if args.tokio_delay_ms.is_some() && args.handlers != Handlers::Async {
+        return Err("--tokio-delay-ms needs --handlers async".into());
     }
     let server = builder.build()?;
     let listener = match args.addr.strip_prefix("unix:") {
