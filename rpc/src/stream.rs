@@ -153,6 +153,8 @@ struct State {
     /// Messages in `inbox` delivered to a waiting task, counted in the
     /// connection's `ready` until taken.
     counted: usize,
+    /// A server's metadata for its final OK status.
+    trailers: crate::metadata::Metadata,
 }
 
 /// One stream's shared state.
@@ -221,6 +223,7 @@ impl StreamShared {
                 recv_waker: None,
                 send_waker: None,
                 counted: 0,
+                trailers: crate::metadata::Metadata::new(),
             }),
             cv: Condvar::new(),
         });
@@ -554,6 +557,7 @@ impl StreamShared {
         }
         state.local_end = true;
         let aborted = state.aborted.is_some();
+        let trailers = std::mem::take(&mut state.trailers);
         drop(state);
         let mut frame = LinkBuffer::new();
         match self.side {
@@ -565,8 +569,15 @@ impl StreamShared {
             Side::Server => {
                 self.leave_map();
                 if !aborted {
-                    let ok = Status::new(Code::Ok, "");
-                    codec::encode_status(&mut frame, &self.limits, self.seq, status.unwrap_or(&ok));
+                    let mut ok = Status::new(Code::Ok, "");
+                    let status = match status {
+                        Some(s) if s.code() != Code::Ok => s,
+                        _ => {
+                            *ok.metadata_mut() = trailers;
+                            &ok
+                        }
+                    };
+                    codec::encode_status(&mut frame, &self.limits, self.seq, status);
                 }
             }
         }
@@ -730,6 +741,17 @@ impl<T: Message + Default> RecvStream<T> {
         self.shared.deadline
     }
 
+    /// The metadata of the call's final status (its trailers), once the
+    /// caller's stream has ended — with OK (`recv` gave `None`) or with an
+    /// error; `None` before the end and on a handler's request stream.
+    pub fn trailers(&self) -> Option<crate::metadata::Metadata> {
+        let state = self.shared.state.lock();
+        match (&state.remote_end, self.shared.side) {
+            (Some(status), Side::Client) => Some(status.metadata().clone()),
+            _ => None,
+        }
+    }
+
     /// Bytes of messages received and not consumed yet (each counted as
     /// its payload plus [`MESSAGE_OVERHEAD`]).
     pub fn buffered(&self) -> usize {
@@ -845,6 +867,16 @@ impl<T: Message> SendSink<T> {
     /// Ends the caller's requests (HALF_CLOSE); the same as dropping the
     /// sink. A handler's sink ignores it (its end is its return).
     pub fn close(self) {}
+
+    /// Adds an entry to the metadata of the call's final status when the
+    /// handler returns `Ok` (an error status carries its own metadata).
+    /// On a caller's sink it does nothing: requests have their metadata at
+    /// the opening ([`CallOptions::with_metadata`](crate::CallOptions::with_metadata)).
+    pub fn set_trailer(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        if self.shared.side == Side::Server {
+            self.shared.state.lock().trailers.insert(key, value);
+        }
+    }
 }
 
 impl<T> Drop for SendSink<T> {

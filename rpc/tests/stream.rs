@@ -62,6 +62,7 @@ impl streams::Streams for StreamsImpl {
 
     fn count(&self, _: &Context, req: Num, mut responses: SendSink<Num>) -> Result<(), Status> {
         let end = if req.value < 0 { i64::MAX } else { req.value };
+        responses.set_trailer("counted", end.to_string());
         let result = (0..end).try_for_each(|value| {
             responses.send(&Num {
                 value,
@@ -177,13 +178,17 @@ fn each_kind_blocking() {
     // unary beside the streams
     assert_eq!(client.next(&num(41)).unwrap().value, 42);
 
-    // server streaming: 0..5, then the end
-    let got: Vec<i64> = client
-        .count(&num(5))
-        .unwrap()
-        .map(|r| r.unwrap().value)
-        .collect();
+    // server streaming: 0..5, then the end, with the handler's trailers
+    let mut counted = client.count(&num(5)).unwrap();
+    assert_eq!(counted.trailers(), None);
+    let got: Vec<i64> = counted.by_ref().map(|r| r.unwrap().value).collect();
     assert_eq!(got, [0, 1, 2, 3, 4]);
+    assert_eq!(
+        counted.trailers().unwrap().get("counted"),
+        Some("5"),
+        "the OK status's metadata"
+    );
+    drop(counted);
 
     // client streaming: the sum of 1..=100
     let (mut requests, response) = client.sum().unwrap();
@@ -630,5 +635,62 @@ fn a_version_1_client_against_a_new_server() {
     );
     drop((s, out, input));
     f.stop();
+    leaks.assert_clean();
+}
+
+#[test]
+fn a_server_that_ignores_the_window_loses_its_connection() {
+    let leaks = LeakCheck::new();
+    // A hand-written server: reads the stream's opening, then sends a
+    // frame for a stream that is not open (skipped) and four 30,000-byte
+    // messages on the stream that nobody reads (beyond the 64 KiB window).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut input = LinkBuffer::new();
+        let mut chunk = [0u8; 4096];
+        let seq = loop {
+            if let Some(f) = codec::decode(&mut input, &Limits::default()).unwrap()
+                && f.header.stream
+            {
+                break f.header.seq;
+            }
+            let n = std::io::Read::read(&mut s, &mut chunk).unwrap();
+            assert!(n > 0, "the client closed before opening a stream");
+            input.write_binary(&chunk[..n]);
+            input.flush();
+        };
+        let mut out = LinkBuffer::new();
+        codec::encode_message(&mut out, &Limits::default(), seq + 100, &padded(0, 10)).unwrap();
+        for v in 0..4 {
+            codec::encode_message(&mut out, &Limits::default(), seq, &padded(v, 30_000)).unwrap();
+        }
+        out.flush();
+        let bytes = out.read_binary(out.len()).unwrap();
+        s.write_all(&bytes).unwrap();
+        // The client closes the connection.
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+        drop((input, out));
+    });
+    let client = StreamsClient::new(Client::connect(&addr, ClientOptions::default()).unwrap());
+    let (_tx, mut rx) = client.chat().unwrap();
+    let failed = wait_until(Duration::from_secs(5), || {
+        client.client().open_connections() == 0
+    });
+    assert!(failed, "the client kept the connection");
+    let status = loop {
+        match rx.recv() {
+            Some(Ok(_)) => continue, // messages within the window, if read first
+            Some(Err(status)) => break status,
+            None => panic!("the stream ended without an error"),
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+    assert!(status.message().contains("flow-control window"), "{status}");
+    server.join().unwrap();
+    drop((_tx, rx, client));
     leaks.assert_clean();
 }
