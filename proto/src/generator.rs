@@ -229,7 +229,8 @@ impl ServiceGenerator {
                  \x20                   ::core::result::Result::Ok(req) => req,\n\
                  \x20                   ::core::result::Result::Err(reply) => return reply,\n\
                  \x20               }};\n\
-                 \x20               {rpc}::AsyncReply::from_result(inner.{}(&ctx, req).await)\n            }}),",
+                 \x20               let result = inner.{}(&ctx, req).await;\n\
+                 \x20               {rpc}::AsyncReply::respond(result, ctx.take_response_metadata())\n            }}),",
                 method.name
             );
         }
@@ -387,9 +388,11 @@ impl ServiceGenerator {
         let name = &service.name;
         let _ = write!(
             buf,
-            "/// Client stub of `{full_name}`. Per RPC: a blocking call, a blocking call with\n\
-             /// [`{rpc}::CallOptions`] (timeout, metadata), and two forms returning a\n\
-             /// runtime-agnostic [`{rpc}::CallFuture`]. Cheap to clone; usable from any thread.\n\
+            "/// Client stub of `{full_name}`. Per unary RPC: a blocking call, a blocking call\n\
+             /// with [`{rpc}::CallOptions`] (timeout, metadata), one that also returns the\n\
+             /// response's metadata, and two forms returning a runtime-agnostic\n\
+             /// [`{rpc}::CallFuture`]; per streaming RPC, the opening of its stream.\n\
+             /// Cheap to clone; usable from any thread.\n\
              #[derive(Debug, Clone)]\n\
              pub struct {name}Client {{\n    inner: {rpc}::Client,\n}}\n\n\
              impl {name}Client {{\n\
@@ -494,6 +497,18 @@ impl ServiceGenerator {
                 ", options: &{rpc}::CallOptions",
                 format!("::core::result::Result<{output}, {rpc}::Status>"),
                 "unary",
+                "options".to_owned(),
+            ),
+            (
+                format!("{base}_with_metadata"),
+                format!(
+                    "Calls `{path}` with `options`, blocks until the response, and returns it\n\
+                     with the metadata of the OK response (the async form:\n\
+                     `CallFuture::with_metadata`)."
+                ),
+                ", options: &{rpc}::CallOptions",
+                format!("::core::result::Result<({output}, {rpc}::Metadata), {rpc}::Status>"),
+                "unary_with_metadata",
                 "options".to_owned(),
             ),
             (

@@ -29,9 +29,10 @@
 //!   `fn get(&self, ctx: &ferropoll_rpc::Context, req: GetRequest) -> Result<GetResponse, ferropoll_rpc::Status>`;
 //! * a **server wrapper** `KvServer<T: Kv>` implementing `ferropoll_rpc::Service`
 //!   (register it on a server);
-//! * a **client stub** `KvClient` over a `ferropoll_rpc::Client`, with four
+//! * a **client stub** `KvClient` over a `ferropoll_rpc::Client`, with five
 //!   forms per RPC: `get` (blocking), `get_with` (blocking, with
-//!   `CallOptions`), `get_async` and `get_async_with` (a runtime-agnostic
+//!   `CallOptions`), `get_with_metadata` (blocking, with the OK response's
+//!   metadata), `get_async` and `get_async_with` (a runtime-agnostic
 //!   `CallFuture`); streaming RPCs get the two forms described below.
 //!
 //! The crate also ships the protocol's own schema and the example services in

@@ -28,10 +28,26 @@ use parking_lot::{Condvar, Mutex};
 use prost::Message;
 
 use crate::hash::SeqMap;
+use crate::metadata::Metadata;
 use crate::status::Status;
 
 /// The outcome stored in a slot: the response payload or a status.
-type Outcome = Result<LinkBuffer, Status>;
+pub(crate) type Outcome = Result<Payload, Status>;
+
+/// A response's payload and the metadata of its header.
+pub(crate) struct Payload {
+    pub(crate) body: LinkBuffer,
+    pub(crate) metadata: Metadata,
+}
+
+impl From<LinkBuffer> for Payload {
+    fn from(body: LinkBuffer) -> Payload {
+        Payload {
+            body,
+            metadata: Metadata::new(),
+        }
+    }
+}
 
 enum SlotState {
     Waiting(Option<Waker>),
@@ -216,6 +232,11 @@ impl CallTable {
     /// `false` if no such call is pending (it timed out or was cancelled:
     /// the response is dropped).
     pub fn complete(&self, seq: u64, outcome: Result<LinkBuffer, Status>) -> bool {
+        self.complete_with(seq, outcome.map(Payload::from))
+    }
+
+    /// As [`complete`](Self::complete), with the response's metadata.
+    pub(crate) fn complete_with(&self, seq: u64, outcome: Outcome) -> bool {
         let slot = self.state.lock().pending.remove(&seq);
         match slot {
             Some(slot) => {
@@ -455,14 +476,33 @@ impl<T: Message + Default> CallFuture<T> {
     }
 
     fn decode(outcome: Outcome) -> Result<T, Status> {
+        Self::decode_with(outcome).map(|(msg, _)| msg)
+    }
+
+    fn decode_with(outcome: Outcome) -> Result<(T, Metadata), Status> {
         let payload = outcome?;
-        T::decode(payload).map_err(|e| Status::internal(format!("cannot decode the response: {e}")))
+        let msg = T::decode(payload.body)
+            .map_err(|e| Status::internal(format!("cannot decode the response: {e}")))?;
+        Ok((msg, payload.metadata))
     }
 
     /// Blocks the calling thread until the call completes or its deadline
     /// passes (then DEADLINE_EXCEEDED).
     pub fn wait(self) -> Result<T, Status> {
         Self::decode(self.wait_outcome())
+    }
+
+    /// As [`wait`](CallFuture::wait), with the metadata of the OK response
+    /// (what the handler set with
+    /// [`Context::set_response_metadata`](crate::Context::set_response_metadata)).
+    pub fn wait_with_metadata(self) -> Result<(T, Metadata), Status> {
+        Self::decode_with(self.wait_outcome())
+    }
+
+    /// This future, resolving to the response and the metadata of the OK
+    /// response.
+    pub fn with_metadata(self) -> WithMetadata<T> {
+        WithMetadata { call: self }
     }
 
     /// As [`wait`](CallFuture::wait), without decoding the payload.
@@ -504,6 +544,21 @@ impl<T: Message + Default> CallFuture<T> {
                 }
             }
         }
+    }
+}
+
+/// The future of [`CallFuture::with_metadata`].
+#[must_use = "a call is cancelled when its future is dropped"]
+#[derive(Debug)]
+pub struct WithMetadata<T> {
+    call: CallFuture<T>,
+}
+
+impl<T: Message + Default> Future for WithMetadata<T> {
+    type Output = Result<(T, Metadata), Status>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        self.call.poll_outcome(cx).map(CallFuture::<T>::decode_with)
     }
 }
 

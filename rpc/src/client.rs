@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ferropoll_linkbuffer::LinkBuffer;
 use prost::Message;
 
-use crate::call::{CallFuture, CallTable};
+use crate::call::{CallFuture, CallTable, Payload};
 use crate::cluster::{ClusterBuilder, ClusterCore, Discover, InstanceStats};
 use crate::codec::{self, Limits, MessageType, ProtocolError, RequestHead};
 use crate::context::PeerAddr;
@@ -409,16 +409,20 @@ impl ClientSession {
                         }
                         continue;
                     }
+                    let metadata = Metadata::from_entries(header.metadata);
                     let outcome = if header.status_code == Code::Ok.as_u32() {
-                        Ok(payload)
+                        Ok(Payload {
+                            body: payload,
+                            metadata,
+                        })
                     } else {
                         Err(Status::from_parts(
                             Code::from_u32(header.status_code),
                             header.status_message,
-                            Metadata::from_entries(header.metadata),
+                            metadata,
                         ))
                     };
-                    self.table.complete(header.seq, outcome);
+                    self.table.complete_with(header.seq, outcome);
                 }
                 Some(MessageType::Pong) => {
                     self.table.complete(header.seq, Ok(payload));
@@ -689,6 +693,28 @@ impl Client {
             return core.unary(service, method, req, options);
         }
         self.start(service, method, req, options, false).wait()
+    }
+
+    /// As [`unary`](Client::unary), with the metadata of the OK response
+    /// (what the handler set with
+    /// [`Context::set_response_metadata`](crate::Context::set_response_metadata)).
+    /// The async form: [`CallFuture::with_metadata`].
+    ///
+    /// # Errors
+    ///
+    /// As [`unary`](Client::unary); an error's metadata is its status's.
+    pub fn unary_with_metadata<Req: Message, Resp: Message + Default>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        options: &CallOptions,
+    ) -> Result<(Resp, Metadata), Status> {
+        if let Backend::Cluster(core) = &self.inner.backend {
+            return core.unary_with_metadata(service, method, req, options);
+        }
+        self.start(service, method, req, options, false)
+            .wait_with_metadata()
     }
 
     /// Starts a call and returns its future. Any executor can await it; it

@@ -827,6 +827,34 @@ pub fn encode_response<M: Message>(
     )
 }
 
+/// Encodes an OK RESPONSE frame carrying `msg` and the response
+/// `metadata`. Returns the bytes written.
+///
+/// # Errors
+///
+/// [`ProtocolError::FrameTooLarge`], [`ProtocolError::HeaderTooLarge`] or
+/// [`ProtocolError::TooMuchMetadata`] when it does not fit `limits`;
+/// nothing is written then.
+pub fn encode_response_with_metadata<M: Message>(
+    out: &mut LinkBuffer,
+    limits: &Limits,
+    seq: u64,
+    msg: &M,
+    metadata: &Metadata,
+) -> Result<usize, ProtocolError> {
+    if metadata.len() > limits.max_metadata_entries {
+        return Err(ProtocolError::TooMuchMetadata {
+            count: metadata.len(),
+            max: limits.max_metadata_entries,
+        });
+    }
+    let header = HeaderRef {
+        metadata: metadata.entries(),
+        ..HeaderRef::new(seq, MessageType::Response)
+    };
+    write_message(out, limits, &header, msg)
+}
+
 /// Status messages are cut to this many bytes when a header would not fit.
 const MAX_STATUS_MESSAGE: usize = 1024;
 

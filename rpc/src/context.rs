@@ -92,7 +92,7 @@ impl fmt::Debug for PeerAddr {
 /// assert!(!ctx.is_expired());
 /// assert_eq!(ctx.metadata().get("tenant"), Some("a"));
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Context {
     seq: u64,
     service: &'static str,
@@ -100,6 +100,22 @@ pub struct Context {
     deadline: Option<Instant>,
     metadata: Metadata,
     peer: PeerAddr,
+    /// What the handler adds to its OK response.
+    response: parking_lot::Mutex<Metadata>,
+}
+
+impl Clone for Context {
+    fn clone(&self) -> Self {
+        Context {
+            seq: self.seq,
+            service: self.service,
+            method: self.method,
+            deadline: self.deadline,
+            metadata: self.metadata.clone(),
+            peer: self.peer.clone(),
+            response: parking_lot::Mutex::new(self.response.lock().clone()),
+        }
+    }
 }
 
 impl Context {
@@ -112,6 +128,7 @@ impl Context {
             deadline: None,
             metadata: Metadata::new(),
             peer: PeerAddr::unknown(),
+            response: parking_lot::Mutex::new(Metadata::new()),
         }
     }
 
@@ -130,6 +147,7 @@ impl Context {
             deadline,
             metadata,
             peer,
+            response: parking_lot::Mutex::new(Metadata::new()),
         }
     }
 
@@ -204,5 +222,27 @@ impl Context {
     /// The peer's address.
     pub fn peer(&self) -> &PeerAddr {
         &self.peer
+    }
+
+    /// Adds an entry to the metadata of the call's OK response (an error
+    /// carries the metadata of its [`Status`](crate::Status)). The caller
+    /// reads it with [`Client::unary_with_metadata`](crate::Client::unary_with_metadata)
+    /// or [`CallFuture::with_metadata`](crate::CallFuture::with_metadata).
+    /// For a stream's final status, see
+    /// [`SendSink::set_trailer`](crate::SendSink::set_trailer).
+    ///
+    /// ```
+    /// let ctx = ferropoll_rpc::Context::new("kv.Kv", "Get");
+    /// ctx.set_response_metadata("cache", "hit");
+    /// assert_eq!(ctx.take_response_metadata().get("cache"), Some("hit"));
+    /// ```
+    pub fn set_response_metadata(&self, key: impl Into<String>, value: impl Into<String>) {
+        self.response.lock().insert(key, value);
+    }
+
+    /// Takes what [`set_response_metadata`](Self::set_response_metadata)
+    /// added (the server does when it answers; generated async code too).
+    pub fn take_response_metadata(&self) -> Metadata {
+        std::mem::take(&mut *self.response.lock())
     }
 }

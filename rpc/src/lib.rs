@@ -136,7 +136,7 @@ mod status;
 mod stream;
 mod task;
 
-pub use call::{CallFuture, CallTable};
+pub use call::{CallFuture, CallTable, WithMetadata};
 pub use client::{CallOptions, Client, ClientOptions, ClientSession};
 pub use codec::{Frame, Limits, ProtocolError};
 pub use context::{Context, PeerAddr};

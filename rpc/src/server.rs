@@ -373,7 +373,7 @@ fn run_call(
             method,
             ctx,
             payload,
-            Reply::new(out.as_deref_mut(), seq, limits, &mut answered),
+            Reply::new(out.as_deref_mut(), seq, limits, &mut answered, ctx),
         );
     }));
     if answered {

@@ -130,6 +130,7 @@ pub struct Reply<'a> {
     seq: u64,
     limits: &'a Limits,
     answered: &'a mut bool,
+    ctx: &'a Context,
 }
 
 impl<'a> Reply<'a> {
@@ -140,20 +141,25 @@ impl<'a> Reply<'a> {
         seq: u64,
         limits: &'a Limits,
         answered: &'a mut bool,
+        ctx: &'a Context,
     ) -> Reply<'a> {
         Reply {
             out,
             seq,
             limits,
             answered,
+            ctx,
         }
     }
 
-    /// Answers with `msg`. A message over the frame limit is answered with
-    /// RESOURCE_EXHAUSTED instead.
+    /// Answers with `msg`, and the metadata the handler set with
+    /// [`Context::set_response_metadata`]. A message over the frame limit
+    /// is answered with RESOURCE_EXHAUSTED instead.
     pub fn ok<M: Message>(self, msg: &M) {
+        let metadata = self.ctx.take_response_metadata();
         if let Some(out) = self.out
-            && let Err(e) = codec::encode_response(out, self.limits, self.seq, msg)
+            && let Err(e) =
+                codec::encode_response_with_metadata(out, self.limits, self.seq, msg, &metadata)
         {
             codec::encode_status(
                 out,

@@ -55,10 +55,23 @@ impl AsyncReply {
     /// Answers with `result`: the message (RESOURCE_EXHAUSTED if it is over
     /// the frame limit) or the status.
     pub fn from_result<M: Message + Send + 'static>(result: Result<M, Status>) -> AsyncReply {
+        AsyncReply::respond(result, crate::Metadata::new())
+    }
+
+    /// As [`from_result`](Self::from_result), with `metadata` on an OK
+    /// response (generated code passes what the handler set with
+    /// [`Context::set_response_metadata`](crate::Context::set_response_metadata));
+    /// an error carries its status's metadata instead.
+    pub fn respond<M: Message + Send + 'static>(
+        result: Result<M, Status>,
+        metadata: crate::Metadata,
+    ) -> AsyncReply {
         match result {
             Ok(msg) => AsyncReply {
                 encode: Box::new(move |out, limits, seq| {
-                    if let Err(e) = codec::encode_response(out, limits, seq, &msg) {
+                    if let Err(e) =
+                        codec::encode_response_with_metadata(out, limits, seq, &msg, &metadata)
+                    {
                         let status = Status::resource_exhausted(format!("response not sent: {e}"));
                         codec::encode_status(out, limits, seq, &status);
                     }

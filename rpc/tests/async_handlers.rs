@@ -68,8 +68,9 @@ impl AsyncImpl {
 }
 
 impl StreamsAsync for AsyncImpl {
-    async fn next(&self, _: &Context, req: Num) -> Result<Num, Status> {
+    async fn next(&self, ctx: &Context, req: Num) -> Result<Num, Status> {
         self.note_thread();
+        ctx.set_response_metadata("was", req.value.to_string());
         let mut watch = DropWatch(&self.seen.dropped, false);
         if req.value > 0 {
             // A tokio timer needs tokio's context, even to be created: it
@@ -256,8 +257,17 @@ fn async_unary_handlers_run_on_the_loop_and_await_tokio() {
     let f = Fixture::start();
     let leaks = LeakCheck::new();
     let client = f.client();
-    // Ready at its first poll.
+    // Ready at its first poll, with the OK response's metadata.
     assert_eq!(client.next(&num(1)).unwrap().value, 2);
+    let (n, md) = client
+        .next_with_metadata(&num(2), &CallOptions::new())
+        .unwrap();
+    assert_eq!((n.value, md.get("was")), (3, Some("2")));
+    // and after a wait on the loop
+    let (n, md) = client
+        .next_with_metadata(&num(10), &CallOptions::new())
+        .unwrap();
+    assert_eq!((n.value, md.get("was")), (11, Some("10")));
     // A tokio timer of 30 ms: woken back onto the loop.
     let started = Instant::now();
     assert_eq!(client.next(&num(30)).unwrap().value, 31);

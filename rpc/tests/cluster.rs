@@ -309,6 +309,19 @@ fn generated_stubs_and_async_calls_use_a_cluster_client() {
             "60 echo calls spread evenly"
         );
     }
+    // The OK response's metadata through the cluster client, both forms.
+    let meta = EchoRequest {
+        payload: bytes::Bytes::from_static(b"meta"),
+    };
+    let opts = CallOptions::new().with_metadata("k", "v1");
+    let (resp, md) = echo.echo_with_metadata(&meta, &opts).unwrap();
+    assert_eq!(
+        (&resp.payload[..], md.get("echoed")),
+        (&b"v1"[..], Some("v1"))
+    );
+    let (_, md) =
+        futures::executor::block_on(echo.echo_async_with(&meta, &opts).with_metadata()).unwrap();
+    assert_eq!(md.get("echoed"), Some("v1"));
     // Ping and oneway reach an instance.
     client.ping(Duration::from_secs(5)).unwrap();
     client

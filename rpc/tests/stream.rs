@@ -53,7 +53,11 @@ impl StreamsImpl {
 }
 
 impl streams::Streams for StreamsImpl {
-    fn next(&self, _: &Context, req: Num) -> Result<Num, Status> {
+    fn next(&self, ctx: &Context, req: Num) -> Result<Num, Status> {
+        ctx.set_response_metadata("was", req.value.to_string());
+        if req.value == 99 {
+            return Err(Status::out_of_range("99").with_metadata("why", "too big"));
+        }
         Ok(Num {
             value: req.value + 1,
             pad: req.pad,
@@ -175,8 +179,23 @@ fn each_kind_blocking() {
     let f = Fixture::start(Limits::default());
     let client = StreamsClient::new(f.client());
 
-    // unary beside the streams
+    // unary beside the streams, with the OK response's metadata
     assert_eq!(client.next(&num(41)).unwrap().value, 42);
+    let (n, md) = client
+        .next_with_metadata(&num(7), &CallOptions::new())
+        .unwrap();
+    assert_eq!((n.value, md.get("was")), (8, Some("7")));
+    let (n, md) = futures::executor::block_on(
+        client
+            .next_async_with(&num(8), &CallOptions::new())
+            .with_metadata(),
+    )
+    .unwrap();
+    assert_eq!((n.value, md.get("was")), (9, Some("8")));
+    let err = client
+        .next_with_metadata(&num(99), &CallOptions::new())
+        .unwrap_err();
+    assert_eq!(err.metadata().get("why"), Some("too big"));
 
     // server streaming: 0..5, then the end, with the handler's trailers
     let mut counted = client.count(&num(5)).unwrap();

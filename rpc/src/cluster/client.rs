@@ -661,7 +661,7 @@ impl ClusterCore {
             && self.retry.retry_budget().try_withdraw()
     }
 
-    /// A blocking call: the raw response payload or the final status.
+    /// A blocking call: the response or the final status.
     pub(crate) fn unary<Req: Message, Resp: Message + Default>(
         &self,
         service: &str,
@@ -669,6 +669,30 @@ impl ClusterCore {
         req: &Req,
         options: &CallOptions,
     ) -> Result<Resp, Status> {
+        self.unary_payload(service, method, req, options)
+            .and_then(|p| decode_payload(p).map(|(msg, _)| msg))
+    }
+
+    /// As [`unary`](Self::unary), with the OK response's metadata.
+    pub(crate) fn unary_with_metadata<Req: Message, Resp: Message + Default>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        options: &CallOptions,
+    ) -> Result<(Resp, crate::Metadata), Status> {
+        self.unary_payload(service, method, req, options)
+            .and_then(decode_payload)
+    }
+
+    /// A blocking call: the raw response payload or the final status.
+    fn unary_payload<Req: Message>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        options: &CallOptions,
+    ) -> Result<crate::call::Payload, Status> {
         let mut a = self.new_attempts(service, method, options);
         loop {
             let (endpoint, guard, call) =
@@ -688,10 +712,7 @@ impl ClusterCore {
                 endpoint.note_keepalive(&self.health);
             }
             match outcome {
-                Ok(payload) => {
-                    return Resp::decode(payload)
-                        .map_err(|e| Status::internal(format!("cannot decode the response: {e}")));
-                }
+                Ok(payload) => return Ok(payload),
                 Err(status) if self.should_retry(&a, &status) => {
                     tracing::debug!(instance = %endpoint.addr, "retrying {service}/{method}: {status}");
                     a.tried.push(endpoint.id);
@@ -849,4 +870,13 @@ impl ClusterCore {
             .map(|(i, ep)| ep.stats(i))
             .collect()
     }
+}
+
+/// The response message and metadata of a cluster call's payload.
+fn decode_payload<Resp: Message + Default>(
+    p: crate::call::Payload,
+) -> Result<(Resp, crate::Metadata), Status> {
+    let msg = Resp::decode(p.body)
+        .map_err(|e| Status::internal(format!("cannot decode the response: {e}")))?;
+    Ok((msg, p.metadata))
 }

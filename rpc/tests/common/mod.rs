@@ -28,7 +28,10 @@ impl echo::Echo for EchoImpl {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let payload = match &req.payload[..] {
             b"panic" => panic!("echo was asked to panic"),
-            b"meta" => Bytes::from(ctx.metadata().get("k").unwrap_or("").to_owned()),
+            b"meta" => {
+                ctx.set_response_metadata("echoed", ctx.metadata().get("k").unwrap_or(""));
+                Bytes::from(ctx.metadata().get("k").unwrap_or("").to_owned())
+            }
             b"peer" => Bytes::from(ctx.peer().to_string()),
             b"ctx" => Bytes::from(format!(
                 "{}/{}/{}/{}",
