@@ -13,6 +13,12 @@
 //! UNAVAILABLE instead. A framing violation flushes the ERROR frame the
 //! engine wrote, logs the reason and closes that connection only.
 //!
+//! Streaming calls: a synchronous streaming handler runs on the pool and
+//! writes its messages through the connection (`ConnOutbox`) from there;
+//! an async handler (streaming or not) is polled on the loop thread, inside
+//! the round that decoded its request and in later rounds when woken, and
+//! what it sends joins the round's output: one flush per round.
+//!
 //! Graceful shutdown: the engine starts draining (new calls are answered
 //! UNAVAILABLE, "server shutting down"), the pool-dispatched calls in
 //! flight are awaited, then the event loop stops accepting, lets running
@@ -409,9 +415,10 @@ impl Handler for RpcHandler {
             conn: ServerConn::with_outbox(peer, outbox),
             deferred: Vec::new(),
         };
-        // A lost connection ends its streams: their handlers wake with
-        // CANCELLED. (The callback holds the stream map, not the
-        // connection, so nothing keeps the connection alive.)
+        // A lost connection ends its streams (their handlers wake with
+        // CANCELLED) and drops its waiting async handlers. The streams and
+        // the scheduler hold the connection (their outbox) until then: the
+        // callback breaks that cycle.
         let streams = state.conn.streams();
         let scheduler = state.conn.scheduler().cloned();
         conn.add_close_callback(move |_| {

@@ -281,7 +281,7 @@ impl Scheduler {
             ready.push(task);
             ready.len() == 1
         };
-        if first && !self.in_round.load(Ordering::Acquire) {
+        if first && !self.in_round.load(Ordering::SeqCst) {
             let me = Arc::clone(self);
             let ran = self.outbox.run_on_loop(Box::new(move || me.run_round()));
             if !ran {
@@ -312,10 +312,10 @@ impl Scheduler {
             self.run_ready();
             return;
         };
-        self.in_round.store(true, Ordering::Release);
+        self.in_round.store(true, Ordering::SeqCst);
         begin_round(conn);
         self.run_ready();
-        self.in_round.store(false, Ordering::Release);
+        self.in_round.store(false, Ordering::SeqCst);
         // A wake between the last run and clearing the flag found the flag
         // set: run what it queued.
         self.run_ready();
@@ -329,15 +329,15 @@ impl Scheduler {
     /// The round of a read: wakes during it are run by [`run_ready`]
     /// before it ends.
     pub(crate) fn enter_round(&self) {
-        self.in_round.store(true, Ordering::Release);
+        self.in_round.store(true, Ordering::SeqCst);
     }
 
     /// The end of a read's round.
     pub(crate) fn leave_round(&self) {
-        self.in_round.store(false, Ordering::Release);
-        if !self.ready.lock().is_empty() {
-            self.run_ready();
-        }
+        self.run_ready();
+        self.in_round.store(false, Ordering::SeqCst);
+        // A wake between the last run and clearing the flag found it set.
+        self.run_ready();
     }
 
     /// Drops every task (the connection closed): their handlers are
