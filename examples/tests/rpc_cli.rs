@@ -225,3 +225,98 @@ fn the_demo_shows_every_kind_of_call_and_exits_0() {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
 }
+
+/// `rpc-server --metrics-addr`: curl scrapes the counts of the calls made.
+#[test]
+fn rpc_server_serves_metrics_that_curl_scrapes() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("ferropoll-metrics-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let addr = format!("unix:{}", dir.join("rpc.sock").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rpc-server"))
+        .args([
+            "--addr",
+            &addr,
+            "--loops",
+            "1",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--trace", "--method-limit", "100"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // The first line names the metrics address.
+    let url = lines
+        .next()
+        .expect("rpc-server printed nothing")
+        .unwrap()
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("a metrics URL")
+        .to_owned();
+    // Keep reading its stderr so that it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let server = Server { child, dir };
+    assert!(wait_until(Duration::from_secs(10), || client(
+        &addr,
+        &["echo", "hi"]
+    )
+    .status
+    .success()));
+    for _ in 0..4 {
+        assert!(client(&addr, &["echo", "x"]).status.success());
+    }
+    assert_eq!(client(&addr, &["get", "missing"]).status.code(), Some(1));
+
+    let out = Command::new("curl")
+        .args(["-sf", "--max-time", "10", &url])
+        .output()
+        .expect("curl must be installed (.ci/test installs it)");
+    assert!(out.status.success(), "curl failed: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let value = |sample: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample))
+            .map(|v| v.trim().parse().unwrap())
+    };
+    let echo = r#"side="server",service="echo.Echo",method="Echo""#;
+    assert_eq!(
+        value(&format!("ferropoll_rpc_calls_total{{{echo},code=\"OK\"}} ")),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            r#"ferropoll_rpc_calls_total{side="server",service="kv.Kv",method="Get",code="NOT_FOUND"} "#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&format!("ferropoll_rpc_in_flight{{{echo}}} ")),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&format!("ferropoll_rpc_duration_seconds_count{{{echo}}} ")),
+        Some(5.0),
+        "{text}"
+    );
+    // Other paths are not found.
+    let other = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url.replace("/metrics", "/x"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&other.stdout), "404");
+    drop(server);
+}

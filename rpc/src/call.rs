@@ -28,6 +28,7 @@ use parking_lot::{Condvar, Mutex};
 use prost::Message;
 
 use crate::hash::SeqMap;
+use crate::intercept::CallGuard;
 use crate::metadata::Metadata;
 use crate::status::Status;
 
@@ -213,6 +214,7 @@ impl CallTable {
                 slot,
             },
             flush: None,
+            observer: None,
             _response: PhantomData,
         })
     }
@@ -365,6 +367,9 @@ pub struct CallFuture<T> {
     /// Sends the request, if that was left to the future (see
     /// [`CallFuture::with_flush`]).
     flush: Option<DeferredFlush>,
+    /// The client's interceptors of this call: ended with its outcome, or
+    /// CANCELLED if it is dropped first.
+    observer: Option<Box<CallGuard>>,
     _response: PhantomData<fn() -> T>,
 }
 
@@ -402,6 +407,7 @@ impl<T: Message + Default> CallFuture<T> {
         CallFuture {
             inner: Inner::Failed(status),
             flush: None,
+            observer: None,
             _response: PhantomData,
         }
     }
@@ -445,6 +451,7 @@ impl<T: Message + Default> CallFuture<T> {
         CallFuture {
             inner: Inner::Boxed { outcome, deadline },
             flush: None,
+            observer: None,
             _response: PhantomData,
         }
     }
@@ -488,15 +495,27 @@ impl<T: Message + Default> CallFuture<T> {
 
     /// Blocks the calling thread until the call completes or its deadline
     /// passes (then DEADLINE_EXCEEDED).
-    pub fn wait(self) -> Result<T, Status> {
-        Self::decode(self.wait_outcome())
+    pub fn wait(mut self) -> Result<T, Status> {
+        let observer = self.observer.take().map(|o| *o);
+        let result = Self::decode(self.wait_outcome());
+        observe(observer, &result);
+        result
     }
 
     /// As [`wait`](CallFuture::wait), with the metadata of the OK response
     /// (what the handler set with
     /// [`Context::set_response_metadata`](crate::Context::set_response_metadata)).
-    pub fn wait_with_metadata(self) -> Result<(T, Metadata), Status> {
-        Self::decode_with(self.wait_outcome())
+    pub fn wait_with_metadata(mut self) -> Result<(T, Metadata), Status> {
+        let observer = self.observer.take().map(|o| *o);
+        let result = Self::decode_with(self.wait_outcome());
+        observe(observer, &result);
+        result
+    }
+
+    /// Ends `observer` with this call's outcome.
+    pub(crate) fn observed(mut self, observer: Option<CallGuard>) -> CallFuture<T> {
+        self.observer = observer.map(Box::new);
+        self
     }
 
     /// This future, resolving to the response and the metadata of the OK
@@ -558,7 +577,10 @@ impl<T: Message + Default> Future for WithMetadata<T> {
     type Output = Result<(T, Metadata), Status>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        self.call.poll_outcome(cx).map(CallFuture::<T>::decode_with)
+        let result = std::task::ready!(self.call.poll_outcome(cx))
+            .and_then(|o| CallFuture::<T>::decode_with(Ok(o)));
+        observe(self.call.observer.take().map(|o| *o), &result);
+        Poll::Ready(result)
     }
 }
 
@@ -566,7 +588,9 @@ impl<T: Message + Default> Future for CallFuture<T> {
     type Output = Result<T, Status>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        self.poll_outcome(cx).map(Self::decode)
+        let result = std::task::ready!(self.poll_outcome(cx)).and_then(|o| Self::decode(Ok(o)));
+        observe(self.observer.take().map(|o| *o), &result);
+        Poll::Ready(result)
     }
 }
 
@@ -637,6 +661,16 @@ impl<T: Message + Default> CallFuture<T> {
                 this.inner = Inner::Finished;
                 Poll::Ready(Err(Status::internal("CallFuture polled after completion")))
             }
+        }
+    }
+}
+
+/// Ends a call's interceptors with its result.
+pub(crate) fn observe<R>(observer: Option<CallGuard>, result: &Result<R, Status>) {
+    if let Some(observer) = observer {
+        match result {
+            Ok(_) => observer.finish_code(crate::status::Code::Ok),
+            Err(status) => observer.finish(status),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The client: per-call options, the sans-IO session of one connection, and
 //! the [`Client`] handle the generated stubs call through.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
@@ -9,16 +10,19 @@ use std::time::{Duration, Instant};
 use ferropoll_linkbuffer::LinkBuffer;
 use prost::Message;
 
-use crate::call::{CallFuture, CallTable, Payload};
+use crate::call::{CallFuture, CallTable, Payload, observe};
 use crate::cluster::{ClusterBuilder, ClusterCore, Discover, InstanceStats};
 use crate::codec::{self, Limits, MessageType, ProtocolError, RequestHead};
 use crate::context::PeerAddr;
+use crate::intercept::{CallGuard, CallInfo, Interceptors};
 use crate::keepalive::Keepalive;
 use crate::metadata::Metadata;
 use crate::net_client::{NetClient, Target};
 use crate::server::{ServerConn, ServerEngine};
 use crate::status::{Code, Status};
-use crate::stream::{self, Outbox, RecvStream, SendSink, Side, StreamMap, StreamShared};
+use crate::stream::{
+    self, MethodKind, Outbox, RecvStream, SendSink, Side, StreamMap, StreamShared,
+};
 
 /// Options of one call.
 ///
@@ -141,6 +145,11 @@ pub struct ClientOptions {
     /// closes a connection whose sent data stays unacknowledged this long.
     /// Default 10 s; `None`: the kernel's default (about 15 minutes).
     pub tcp_user_timeout: Option<Duration>,
+    /// Hooks around each call this client makes (see
+    /// [`intercept`](crate::intercept)): a [`TracingInterceptor`](crate::intercept::TracingInterceptor)
+    /// sends `traceparent`, a metrics one counts the calls. A cluster
+    /// client runs them once per call, around its retries. Default none.
+    pub interceptors: Interceptors,
 }
 
 impl Default for ClientOptions {
@@ -153,6 +162,7 @@ impl Default for ClientOptions {
             reconnect_backoff: Duration::from_millis(100),
             keepalive: Some(Keepalive::default()),
             tcp_user_timeout: Some(Duration::from_secs(10)),
+            interceptors: Interceptors::new(),
         }
     }
 }
@@ -689,10 +699,45 @@ impl Client {
         req: &Req,
         options: &CallOptions,
     ) -> Result<Resp, Status> {
-        if let Backend::Cluster(core) = &self.inner.backend {
-            return core.unary(service, method, req, options);
+        let (options, observer) = self.intercept(service, method, MethodKind::Unary, options)?;
+        let result = if let Backend::Cluster(core) = &self.inner.backend {
+            core.unary(service, method, req, &options)
+        } else {
+            self.start(service, method, req, &options, false).wait()
+        };
+        observe(observer, &result);
+        result
+    }
+
+    /// Starts the client's interceptors for a call: the options to send
+    /// (as they changed them) and what ends them.
+    fn intercept<'o>(
+        &self,
+        service: &str,
+        method: &str,
+        kind: MethodKind,
+        options: &'o CallOptions,
+    ) -> Result<(Cow<'o, CallOptions>, Option<CallGuard>), Status> {
+        let chain = &self.inner.options.interceptors;
+        if chain.is_empty() {
+            return Ok((Cow::Borrowed(options), None));
         }
-        self.start(service, method, req, options, false).wait()
+        let mut options = options.clone();
+        let now = Instant::now();
+        let info = CallInfo {
+            side: crate::intercept::Side::Client,
+            service: Cow::Owned(service.to_owned()),
+            method: Cow::Owned(method.to_owned()),
+            kind,
+            peer: None,
+            deadline: options
+                .timeout
+                .or(self.inner.options.default_timeout)
+                .and_then(|t| now.checked_add(t)),
+            since: now,
+        };
+        let observer = CallGuard::start(chain, info, &mut options.metadata, None)?;
+        Ok((Cow::Owned(options), observer))
     }
 
     /// As [`unary`](Client::unary), with the metadata of the OK response
@@ -710,11 +755,15 @@ impl Client {
         req: &Req,
         options: &CallOptions,
     ) -> Result<(Resp, Metadata), Status> {
-        if let Backend::Cluster(core) = &self.inner.backend {
-            return core.unary_with_metadata(service, method, req, options);
-        }
-        self.start(service, method, req, options, false)
-            .wait_with_metadata()
+        let (options, observer) = self.intercept(service, method, MethodKind::Unary, options)?;
+        let result = if let Backend::Cluster(core) = &self.inner.backend {
+            core.unary_with_metadata(service, method, req, &options)
+        } else {
+            self.start(service, method, req, &options, false)
+                .wait_with_metadata()
+        };
+        observe(observer, &result);
+        result
     }
 
     /// Starts a call and returns its future. Any executor can await it; it
@@ -735,14 +784,21 @@ impl Client {
         req: &Req,
         options: &CallOptions,
     ) -> CallFuture<Resp> {
+        let (options, observer) = match self.intercept(service, method, MethodKind::Unary, options)
+        {
+            Ok(started) => started,
+            Err(status) => return CallFuture::failed(status),
+        };
         if let Backend::Cluster(core) = &self.inner.backend {
-            return core.unary_async(service, method, req, options);
+            return core
+                .unary_async(service, method, req, &options)
+                .observed(observer);
         }
-        let call = self.start(service, method, req, options, true);
+        let call = self.start(service, method, req, &options, true);
         if let Backend::Net(net) = &self.inner.backend {
             net.watch_deadline(call.deadline());
         }
-        call
+        call.observed(observer)
     }
 
     fn start<Req: Message, Resp: Message + Default>(
@@ -790,7 +846,9 @@ impl Client {
         method: &str,
         options: &CallOptions,
     ) -> Result<(SendSink<Req>, RecvStream<Resp>), Status> {
-        self.stream(service, method, None, options)
+        // The caller tells client-streaming from bidi by how it reads; the
+        // interceptors see Bidi for both.
+        self.stream(service, method, MethodKind::Bidi, None, options)
     }
 
     /// Opens a server-streaming call of `service`/`method` with its one
@@ -807,23 +865,38 @@ impl Client {
         req: &Req,
         options: &CallOptions,
     ) -> Result<RecvStream<Resp>, Status> {
-        self.stream(service, method, Some(req), options)
-            .map(|(_sink, responses)| responses)
+        self.stream(
+            service,
+            method,
+            MethodKind::ServerStreaming,
+            Some(req),
+            options,
+        )
+        .map(|(_sink, responses)| responses)
     }
 
     fn stream<Req: Message, Resp: Message + Default>(
         &self,
         service: &str,
         method: &str,
+        kind: MethodKind,
         first: Option<&Req>,
         options: &CallOptions,
     ) -> Result<(SendSink<Req>, RecvStream<Resp>), Status> {
-        match &self.inner.backend {
-            Backend::Net(net) => net.stream(service, method, first, options),
-            Backend::Cluster(core) => core.stream(service, method, first, options),
+        let (options, observer) = self.intercept(service, method, kind, options)?;
+        let opened = match &self.inner.backend {
+            Backend::Net(net) => net.stream(service, method, first, &options),
+            Backend::Cluster(core) => core.stream(service, method, first, &options),
             Backend::InProcess { .. } => Err(Status::unimplemented(
                 "streaming calls need a connection (Client::connect)",
             )),
+        };
+        match opened {
+            Ok((sink, responses)) => Ok((sink, responses.observed(observer))),
+            Err(status) => {
+                observe::<()>(observer, &Err(status.clone()));
+                Err(status)
+            }
         }
     }
 
@@ -839,7 +912,9 @@ impl Client {
         req: &Req,
         options: &CallOptions,
     ) -> Result<(), Status> {
-        match &self.inner.backend {
+        let (options, observer) = self.intercept(service, method, MethodKind::Unary, options)?;
+        let options = &*options;
+        let result = match &self.inner.backend {
             Backend::Net(net) => net.oneway(service, method, req, options),
             Backend::Cluster(core) => core.oneway(service, method, req, options),
             Backend::InProcess {
@@ -848,11 +923,13 @@ impl Client {
                 session,
             } => {
                 let mut wire = LinkBuffer::new();
-                session.send_oneway(&mut wire, service, method, req, options)?;
-                in_process_exchange(engine, conn, session, wire);
-                Ok(())
+                session
+                    .send_oneway(&mut wire, service, method, req, options)
+                    .map(|()| in_process_exchange(engine, conn, session, wire))
             }
-        }
+        };
+        observe(observer, &result);
+        result
     }
 
     /// Pings the server (one connection) and waits for its pong.

@@ -151,6 +151,28 @@ impl Context {
         }
     }
 
+    /// Starts the server's interceptors for this call (`Ok(None)` when
+    /// there are none).
+    pub(crate) fn intercept(
+        &mut self,
+        chain: &crate::intercept::Interceptors,
+        kind: crate::stream::MethodKind,
+    ) -> Result<Option<crate::intercept::CallGuard>, crate::status::Status> {
+        if chain.is_empty() {
+            return Ok(None);
+        }
+        let info = crate::intercept::CallInfo {
+            side: crate::intercept::Side::Server,
+            service: std::borrow::Cow::Borrowed(self.service),
+            method: std::borrow::Cow::Borrowed(self.method),
+            kind,
+            peer: Some(self.peer.clone()),
+            deadline: self.deadline,
+            since: Instant::now(),
+        };
+        crate::intercept::CallGuard::start(chain, info, &mut self.metadata, Some(&self.response))
+    }
+
     /// Sets the deadline.
     #[must_use = "with_deadline returns the changed context"]
     pub fn with_deadline(mut self, deadline: Instant) -> Context {

@@ -126,8 +126,11 @@ pub mod codec;
 mod context;
 mod deadline_timer;
 mod hash;
+pub mod intercept;
 mod keepalive;
 mod metadata;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod net_client;
 mod net_server;
 mod server;
@@ -142,8 +145,12 @@ pub use codec::{Frame, Limits, ProtocolError};
 pub use context::{Context, PeerAddr};
 pub use ferropoll_linkbuffer::LinkBuffer;
 pub use ferropoll_transport::{Addr, Listener};
+pub use intercept::{Interceptor, Interceptors};
 pub use keepalive::{Keepalive, PingPolicy};
 pub use metadata::{Metadata, MetadataEntry};
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use metrics::MetricsInterceptor;
 pub use net_server::{Server, ServerBuilder};
 pub use server::{DeferredCall, Progress, RegisterError, ServerConn, ServerEngine, ServiceConfig};
 pub use service::{Dispatch, Reply, Service};

@@ -36,6 +36,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::codec::{self, Limits};
 use crate::context::PeerAddr;
+use crate::intercept::Interceptor;
 use crate::keepalive::{self, PingPolicy};
 use crate::server::{DeferredCall, RegisterError, ServerConn, ServerEngine, ServiceConfig};
 use crate::service::Service;
@@ -205,6 +206,20 @@ impl ServerBuilder {
         service: Arc<dyn Service>,
     ) -> Result<ServiceConfig<'_>, RegisterError> {
         self.engine.register_arc(service)
+    }
+
+    /// Appends `interceptor` to the chain around every call; see
+    /// [`intercept`](crate::intercept) and [`ServerEngine::intercept`].
+    pub fn intercept(&mut self, interceptor: impl Interceptor) -> &mut Self {
+        self.engine.intercept(interceptor);
+        self
+    }
+
+    /// As [`intercept`](Self::intercept), for a shared interceptor (one
+    /// whose metrics the application reads, say).
+    pub fn intercept_arc(&mut self, interceptor: Arc<dyn Interceptor>) -> &mut Self {
+        self.engine.intercept_arc(interceptor);
+        self
     }
 
     /// Starts the event loops (nothing is accepted until

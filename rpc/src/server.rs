@@ -20,6 +20,7 @@ use ferropoll_linkbuffer::LinkBuffer;
 use crate::codec::{self, Frame, Limits, MessageType, ProtocolError};
 use crate::context::{Context, PeerAddr};
 use crate::hash::NameMap;
+use crate::intercept::{CallGuard, Interceptor, Interceptors, Scope};
 use crate::keepalive::{self, PingPolicy, PingStrikes};
 use crate::metadata::Metadata;
 use crate::service::{Dispatch, Reply, Service};
@@ -243,6 +244,8 @@ pub struct DeferredCall {
     ctx: Context,
     work: Work,
     limits: Limits,
+    /// The call's interceptors, ended when it ends.
+    guard: Option<CallGuard>,
     _in_flight: InFlight,
 }
 
@@ -265,6 +268,9 @@ impl DeferredCall {
     /// UNAVAILABLE when no worker can take it); nothing for a ONEWAY call.
     /// Returns whether a frame was written to `out`.
     pub fn reject(self, status: &Status, out: &mut LinkBuffer) -> bool {
+        if let Some(guard) = self.guard {
+            guard.finish(status);
+        }
         match self.work {
             Work::Unary { oneway: true, .. } => {
                 tracing::debug!(seq = self.ctx.seq(), "oneway call dropped: {status}");
@@ -290,7 +296,12 @@ impl DeferredCall {
     /// A streaming call runs until its handler returns, sending its
     /// messages and final status itself; it writes nothing to `out`.
     pub fn run(self, out: &mut LinkBuffer) -> bool {
-        match self.work {
+        let _entered = self
+            .guard
+            .as_ref()
+            .and_then(CallGuard::scope)
+            .map(Scope::enter);
+        let (written, code) = match self.work {
             Work::Unary { payload, oneway } => {
                 let out = if oneway { None } else { Some(out) };
                 run_call(
@@ -303,10 +314,15 @@ impl DeferredCall {
                 )
             }
             Work::Stream(shared) => {
-                run_stream(&*self.service, self.method, &self.ctx, shared);
-                false
+                let status = run_stream(&*self.service, self.method, &self.ctx, shared);
+                (false, status.code())
             }
+        };
+        drop(_entered);
+        if let Some(guard) = self.guard {
+            guard.finish_code(code);
         }
+        written
     }
 }
 
@@ -344,7 +360,7 @@ impl Drop for InFlight {
 }
 
 /// Runs one call with its deadline check and panic guard; returns whether a
-/// frame was written to `out`.
+/// frame was written to `out`, and the status code of the answer.
 fn run_call(
     service: &dyn Service,
     method: usize,
@@ -352,7 +368,7 @@ fn run_call(
     payload: LinkBuffer,
     mut out: Option<&mut LinkBuffer>,
     limits: &Limits,
-) -> bool {
+) -> (bool, Code) {
     let seq = ctx.seq();
     if ctx.is_expired() {
         if let Some(out) = out {
@@ -362,12 +378,12 @@ fn run_call(
                 seq,
                 &Status::deadline_exceeded("deadline passed before the handler started"),
             );
-            return true;
+            return (true, Code::DeadlineExceeded);
         }
-        return false;
+        return (false, Code::DeadlineExceeded);
     }
     let responds = out.is_some();
-    let mut answered = false;
+    let mut answered = None;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         service.call(
             method,
@@ -376,8 +392,8 @@ fn run_call(
             Reply::new(out.as_deref_mut(), seq, limits, &mut answered, ctx),
         );
     }));
-    if answered {
-        return responds;
+    if let Some(code) = answered {
+        return (responds, code);
     }
     let status = match outcome {
         Err(panic) => {
@@ -394,9 +410,9 @@ fn run_call(
     match out {
         Some(out) => {
             codec::encode_status(out, limits, seq, &status);
-            true
+            (true, Code::Internal)
         }
-        None => false,
+        None => (false, Code::Internal),
     }
 }
 
@@ -418,8 +434,14 @@ fn handler_panicked(ctx: &Context, what: &str) {
 }
 
 /// Runs a streaming call's handler to its end and sends its final status
-/// (INTERNAL if it panicked; nothing if the client cancelled).
-fn run_stream(service: &dyn Service, method: usize, ctx: &Context, shared: Arc<StreamShared>) {
+/// (INTERNAL if it panicked; nothing if the client cancelled); returns
+/// that status.
+fn run_stream(
+    service: &dyn Service,
+    method: usize,
+    ctx: &Context,
+    shared: Arc<StreamShared>,
+) -> Status {
     let status = if ctx.is_expired() {
         Status::deadline_exceeded("deadline passed before the handler started")
     } else {
@@ -439,6 +461,7 @@ fn run_stream(service: &dyn Service, method: usize, ctx: &Context, shared: Arc<S
         }
     };
     shared.end_local(Some(&status));
+    status
 }
 
 /// The registry of services and the request-processing engine of a server.
@@ -466,6 +489,7 @@ pub struct ServerEngine {
     limits: Limits,
     ping_policy: PingPolicy,
     draining: AtomicBool,
+    interceptors: Interceptors,
 }
 
 impl Default for ServerEngine {
@@ -498,7 +522,27 @@ impl ServerEngine {
             limits,
             ping_policy: PingPolicy::DEFAULT,
             draining: AtomicBool::new(false),
+            interceptors: Interceptors::new(),
         }
+    }
+
+    /// Appends `interceptor` to the chain around every call (see
+    /// [`intercept`](crate::intercept)): it starts after those added
+    /// before it and ends before them.
+    pub fn intercept(&mut self, interceptor: impl Interceptor) -> &mut Self {
+        self.interceptors.push(interceptor);
+        self
+    }
+
+    /// As [`intercept`](Self::intercept), for a shared interceptor.
+    pub fn intercept_arc(&mut self, interceptor: Arc<dyn Interceptor>) -> &mut Self {
+        self.interceptors.push_arc(interceptor);
+        self
+    }
+
+    /// The interceptors, in order.
+    pub fn interceptors(&self) -> &Interceptors {
+        &self.interceptors
     }
 
     /// The limits.
@@ -799,7 +843,7 @@ impl ServerEngine {
             0 => None,
             us => received_at.checked_add(Duration::from_micros(us)),
         };
-        let ctx = Context::for_call(
+        let mut ctx = Context::for_call(
             seq,
             entry.name,
             method.name,
@@ -807,29 +851,50 @@ impl ServerEngine {
             Metadata::from_entries(header.metadata),
             conn.peer.clone(),
         );
+        let guard = match ctx.intercept(&self.interceptors, method.kind) {
+            Ok(guard) => guard,
+            Err(status) => {
+                reject(status);
+                return;
+            }
+        };
+        // A rejection after the interceptors started ends them too.
+        let mut reject = |status: Status, guard: Option<CallGuard>| {
+            if let Some(guard) = guard {
+                guard.finish(&status);
+            }
+            reject(status);
+        };
         if header.stream {
             let Some(outbox) = &conn.outbox else {
-                reject(Status::unimplemented(
-                    "streaming calls need a connection served by a Server",
-                ));
+                reject(
+                    Status::unimplemented("streaming calls need a connection served by a Server"),
+                    guard,
+                );
                 return;
             };
             let open = conn.streams.lock().len();
             if open >= self.limits.max_streams {
-                reject(Status::resource_exhausted(format!(
-                    "{open} streams open on this connection (limit {})",
-                    self.limits.max_streams
-                )));
+                reject(
+                    Status::resource_exhausted(format!(
+                        "{open} streams open on this connection (limit {})",
+                        self.limits.max_streams
+                    )),
+                    guard,
+                );
                 return;
             }
             let before = conn.in_flight.fetch_add(1, Ordering::AcqRel);
-            let guard = InFlight(Arc::clone(&conn.in_flight));
+            let in_flight = InFlight(Arc::clone(&conn.in_flight));
             if before >= self.limits.max_in_flight {
-                drop(guard);
-                reject(Status::resource_exhausted(format!(
-                    "{before} calls in flight on this connection (limit {})",
-                    self.limits.max_in_flight
-                )));
+                drop(in_flight);
+                reject(
+                    Status::resource_exhausted(format!(
+                        "{before} calls in flight on this connection (limit {})",
+                        self.limits.max_in_flight
+                    )),
+                    guard,
+                );
                 return;
             }
             let shared = StreamShared::new(
@@ -862,10 +927,16 @@ impl ServerEngine {
                     ctx.clone(),
                     StreamCall::new(Arc::clone(&shared)),
                 );
+                if let Some(guard) = &guard {
+                    fut = guard.wrap(fut);
+                }
                 let finish = move |result: Result<(), Status>| {
                     let status = result.err().unwrap_or_else(|| Status::new(Code::Ok, ""));
                     shared.end_local(Some(&status));
-                    drop((timer, guard));
+                    if let Some(guard) = guard {
+                        guard.finish(&status);
+                    }
+                    drop((timer, in_flight));
                 };
                 match scheduler.poll_first(&mut fut) {
                     Ok(Poll::Ready(result)) => finish(result),
@@ -889,30 +960,38 @@ impl ServerEngine {
                 ctx,
                 work: Work::Stream(shared),
                 limits: self.limits,
-                _in_flight: guard,
+                guard,
+                _in_flight: in_flight,
             });
             progress.deferred += 1;
             return;
         }
         if method.is_async {
             if ctx.is_expired() {
-                reject(Status::deadline_exceeded(
-                    "deadline passed before the handler started",
-                ));
+                reject(
+                    Status::deadline_exceeded("deadline passed before the handler started"),
+                    guard,
+                );
                 return;
             }
             let before = conn.in_flight.fetch_add(1, Ordering::AcqRel);
-            let guard = InFlight(Arc::clone(&conn.in_flight));
+            let in_flight = InFlight(Arc::clone(&conn.in_flight));
             if before >= self.limits.max_in_flight {
-                drop(guard);
-                reject(Status::resource_exhausted(format!(
-                    "{before} calls in flight on this connection (limit {})",
-                    self.limits.max_in_flight
-                )));
+                drop(in_flight);
+                reject(
+                    Status::resource_exhausted(format!(
+                        "{before} calls in flight on this connection (limit {})",
+                        self.limits.max_in_flight
+                    )),
+                    guard,
+                );
                 return;
             }
             let log_ctx = (ctx.service(), ctx.method());
             let mut fut = entry.service.call_async(index, ctx, payload);
+            if let Some(guard) = &guard {
+                fut = guard.wrap(fut);
+            }
             let limits = self.limits;
             let on_panic = move |what: &str| {
                 tracing::error!(
@@ -922,9 +1001,15 @@ impl ServerEngine {
                 );
                 AsyncReply::error(Status::internal("handler panicked"))
             };
+            let end = move |reply: &AsyncReply| {
+                if let Some(guard) = guard {
+                    guard.finish_code(reply.code());
+                }
+            };
             let (Some(scheduler), Some(outbox)) = (&conn.scheduler, &conn.outbox) else {
                 // No loop to come back to: run it to its end here.
                 let reply = task::block_on(task::guarded(fut, on_panic));
+                end(&reply);
                 if !oneway {
                     reply.write(output, &limits, seq);
                     progress.responses += 1;
@@ -937,6 +1022,7 @@ impl ServerEngine {
                 Ok(Poll::Pending) => {
                     let outbox = Arc::clone(outbox);
                     scheduler.spawn(task::guarded(fut, on_panic), move |reply| {
+                        end(&reply);
                         if !oneway {
                             // Straight into the round's output on the loop
                             // thread; else a frame of its own.
@@ -952,7 +1038,7 @@ impl ServerEngine {
                                 outbox.send(out);
                             }
                         }
-                        drop(guard);
+                        drop(in_flight);
                     });
                     if !oneway {
                         progress.responses += 1;
@@ -961,29 +1047,40 @@ impl ServerEngine {
                 }
             };
             // Ready at the first poll: answered like an inline call.
+            end(&ready);
             if !oneway {
                 ready.write(output, &limits, seq);
                 progress.responses += 1;
             }
-            drop(guard);
+            drop(in_flight);
             return;
         }
         match method.dispatch {
             Dispatch::Inline => {
                 let out = if oneway { None } else { Some(&mut *output) };
-                if run_call(&*entry.service, index, &ctx, payload, out, &self.limits) {
+                let entered = guard.as_ref().and_then(CallGuard::scope).map(Scope::enter);
+                let (written, code) =
+                    run_call(&*entry.service, index, &ctx, payload, out, &self.limits);
+                drop(entered);
+                if let Some(guard) = guard {
+                    guard.finish_code(code);
+                }
+                if written {
                     progress.responses += 1;
                 }
             }
             Dispatch::Pool => {
                 let before = conn.in_flight.fetch_add(1, Ordering::AcqRel);
-                let guard = InFlight(Arc::clone(&conn.in_flight));
+                let in_flight = InFlight(Arc::clone(&conn.in_flight));
                 if before >= self.limits.max_in_flight {
-                    drop(guard);
-                    reject(Status::resource_exhausted(format!(
-                        "{before} calls in flight on this connection (limit {})",
-                        self.limits.max_in_flight
-                    )));
+                    drop(in_flight);
+                    reject(
+                        Status::resource_exhausted(format!(
+                            "{before} calls in flight on this connection (limit {})",
+                            self.limits.max_in_flight
+                        )),
+                        guard,
+                    );
                     return;
                 }
                 deferred.push(DeferredCall {
@@ -992,7 +1089,8 @@ impl ServerEngine {
                     ctx,
                     work: Work::Unary { payload, oneway },
                     limits: self.limits,
-                    _in_flight: guard,
+                    guard,
+                    _in_flight: in_flight,
                 });
                 progress.deferred += 1;
             }

@@ -5,7 +5,7 @@ use prost::Message;
 
 use crate::codec::{self, Limits};
 use crate::context::Context;
-use crate::status::Status;
+use crate::status::{Code, Status};
 use crate::stream::{MethodKind, StreamCall};
 use crate::task::{AsyncReply, BoxFuture};
 
@@ -129,18 +129,18 @@ pub struct Reply<'a> {
     out: Option<&'a mut LinkBuffer>,
     seq: u64,
     limits: &'a Limits,
-    answered: &'a mut bool,
+    answered: &'a mut Option<Code>,
     ctx: &'a Context,
 }
 
 impl<'a> Reply<'a> {
     /// A reply writing into `out` (`None` for a ONEWAY call); sets
-    /// `*answered` once it has answered.
+    /// `*answered` to the answer's code once it has answered.
     pub(crate) fn new(
         out: Option<&'a mut LinkBuffer>,
         seq: u64,
         limits: &'a Limits,
-        answered: &'a mut bool,
+        answered: &'a mut Option<Code>,
         ctx: &'a Context,
     ) -> Reply<'a> {
         Reply {
@@ -157,10 +157,12 @@ impl<'a> Reply<'a> {
     /// is answered with RESOURCE_EXHAUSTED instead.
     pub fn ok<M: Message>(self, msg: &M) {
         let metadata = self.ctx.take_response_metadata();
+        let mut code = Code::Ok;
         if let Some(out) = self.out
             && let Err(e) =
                 codec::encode_response_with_metadata(out, self.limits, self.seq, msg, &metadata)
         {
+            code = Code::ResourceExhausted;
             codec::encode_status(
                 out,
                 self.limits,
@@ -168,7 +170,7 @@ impl<'a> Reply<'a> {
                 &Status::resource_exhausted(format!("response not sent: {e}")),
             );
         }
-        *self.answered = true;
+        *self.answered = Some(code);
     }
 
     /// Answers with an error status.
@@ -176,7 +178,7 @@ impl<'a> Reply<'a> {
         if let Some(out) = self.out {
             codec::encode_status(out, self.limits, self.seq, &status);
         }
-        *self.answered = true;
+        *self.answered = Some(status.code());
     }
 
     /// Answers with `result`.

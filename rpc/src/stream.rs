@@ -27,6 +27,7 @@ use prost::Message;
 
 use crate::codec::{self, Limits, ProtocolError};
 use crate::hash::SeqMap;
+use crate::intercept::CallGuard;
 use crate::status::{Code, Status};
 use crate::task;
 
@@ -651,6 +652,9 @@ pub(crate) fn expire_all(map: &StreamMap, now: Instant) -> Option<Instant> {
 /// server's handler sees CANCELLED).
 pub struct RecvStream<T> {
     shared: Arc<StreamShared>,
+    /// A caller's interceptors of the call: ended at the stream's end, or
+    /// CANCELLED if it is dropped first.
+    observer: Option<CallGuard>,
     _message: PhantomData<fn() -> T>,
 }
 
@@ -666,7 +670,31 @@ impl<T: Message + Default> RecvStream<T> {
     pub(crate) fn new(shared: Arc<StreamShared>) -> Self {
         RecvStream {
             shared,
+            observer: None,
             _message: PhantomData,
+        }
+    }
+
+    /// Ends `observer` with the stream's end.
+    pub(crate) fn observed(mut self, observer: Option<CallGuard>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Ends the observer when `r` is the stream's end.
+    fn observe(&mut self, r: &Option<Result<LinkBuffer, Status>>) {
+        match r {
+            Some(Ok(_)) => {}
+            None => {
+                if let Some(observer) = self.observer.take() {
+                    observer.finish_code(Code::Ok);
+                }
+            }
+            Some(Err(status)) => {
+                if let Some(observer) = self.observer.take() {
+                    observer.finish(status);
+                }
+            }
         }
     }
 
@@ -689,12 +717,14 @@ impl<T: Message + Default> RecvStream<T> {
     /// failure (`Some(Err)`; the deadline passing is one).
     pub fn recv(&mut self) -> Option<Result<T, Status>> {
         let r = self.shared.recv_blocking();
+        self.observe(&r);
         self.decode(r)
     }
 
     /// Polls for the next message; see [`recv`](RecvStream::recv).
     pub fn poll_recv(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Result<T, Status>>> {
         let r = std::task::ready!(self.shared.poll_recv(cx));
+        self.observe(&r);
         Poll::Ready(self.decode(r))
     }
 

@@ -43,6 +43,7 @@ type Encode = Box<dyn FnOnce(&mut LinkBuffer, &Limits, u64) + Send>;
 /// message or its error status.
 pub struct AsyncReply {
     encode: Encode,
+    code: crate::status::Code,
 }
 
 impl fmt::Debug for AsyncReply {
@@ -68,6 +69,7 @@ impl AsyncReply {
     ) -> AsyncReply {
         match result {
             Ok(msg) => AsyncReply {
+                code: crate::status::Code::Ok,
                 encode: Box::new(move |out, limits, seq| {
                     if let Err(e) =
                         codec::encode_response_with_metadata(out, limits, seq, &msg, &metadata)
@@ -84,6 +86,7 @@ impl AsyncReply {
     /// Answers with an error status.
     pub fn error(status: Status) -> AsyncReply {
         AsyncReply {
+            code: status.code(),
             encode: Box::new(move |out, limits, seq| {
                 codec::encode_status(out, limits, seq, &status);
             }),
@@ -107,6 +110,11 @@ impl AsyncReply {
                 ctx.method()
             )))
         })
+    }
+
+    /// The answer's status code.
+    pub(crate) fn code(&self) -> crate::status::Code {
+        self.code
     }
 
     pub(crate) fn write(self, out: &mut LinkBuffer, limits: &Limits, seq: u64) {
