@@ -13,7 +13,8 @@
 # MODE=stream runs bidi streaming instead (EchoStream: CONC streams on one
 # connection, one message in flight each; "calls" are messages).
 # Contenders: NAMES (default "ferropoll tonic"); "ferropoll-async" is
-# rpc-server with async handlers. Ratios are against BASELINE (default tonic).
+# rpc-server with async handlers; "ferropoll-intercepted" is rpc-server with
+# the three interceptors on (--metrics-addr, --trace, --method-limit). Ratios are against BASELINE (default tonic).
 #
 # Usage: examples/bench/rpc-compare.sh
 # Env:   ROUNDS=3 SECS=5 WARMUP=1 SIZES="128 4096" CONCS="1 50 500"
@@ -40,7 +41,7 @@ cargo build --release -q -p ferropoll-baselines --bin tonic-echo --bin tonic-ben
 BIN="$TARGET/release"
 bench_init
 
-port_of() { case $1 in ferropoll) echo 9251 ;; tonic) echo 9252 ;; ferropoll-async) echo 9253 ;; esac; }
+port_of() { case $1 in ferropoll) echo 9251 ;; tonic) echo 9252 ;; ferropoll-async) echo 9253 ;; ferropoll-intercepted) echo 9254 ;; esac; }
 
 start_server() { # name -> sets SERVER_PID
     local name=$1 port
@@ -48,6 +49,8 @@ start_server() { # name -> sets SERVER_PID
     case $name in
         ferropoll) start_pinned "$port" "$BIN/rpc-server" --addr "127.0.0.1:$port" --loops 1 ;;
         ferropoll-async) start_pinned "$port" "$BIN/rpc-server" --addr "127.0.0.1:$port" --loops 1 --handlers async ;;
+        ferropoll-intercepted) start_pinned "$port" "$BIN/rpc-server" --addr "127.0.0.1:$port" --loops 1 \
+            --metrics-addr 127.0.0.1:0 --trace --method-limit 100000 ;;
         tonic) start_pinned "$port" "$BIN/tonic-echo" --addr "127.0.0.1:$port" --threads 1 ;;
     esac
 }

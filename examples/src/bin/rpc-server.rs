@@ -44,8 +44,8 @@ struct Args {
     /// `http://ADDR/metrics` (port 0: any; the address is printed).
     #[arg(long)]
     metrics_addr: Option<String>,
-    /// A tracing span per call (at INFO), continuing the caller's W3C
-    /// `traceparent`.
+    /// A tracing span per call (at DEBUG: shown with `RUST_LOG=debug`),
+    /// continuing the caller's W3C `traceparent`.
     #[arg(long)]
     trace: bool,
     /// Answer RESOURCE_EXHAUSTED beyond this many calls in flight per
@@ -113,7 +113,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder.intercept_arc(metrics.clone());
     }
     if args.trace {
-        builder.intercept(TracingInterceptor::new().at_info());
+        builder.intercept(TracingInterceptor::new());
     }
     if let Some(n) = args.method_limit {
         builder.intercept(ConcurrencyLimit::new().default_limit(n));
