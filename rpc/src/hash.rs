@@ -52,3 +52,6 @@ impl Hasher for NameHasher {
 pub(crate) type SeqMap<V> = std::collections::HashMap<u64, V, BuildHasherDefault<SeqHasher>>;
 pub(crate) type NameMap<V> =
     std::collections::HashMap<Box<[u8]>, V, BuildHasherDefault<NameHasher>>;
+
+/// A map keyed by owned strings, looked up by `&str`, hashed as names are.
+pub(crate) type StrMap<V> = std::collections::HashMap<String, V, BuildHasherDefault<NameHasher>>;

@@ -44,7 +44,6 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -56,6 +55,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use crate::context::PeerAddr;
+use crate::hash::StrMap;
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 use crate::stream::MethodKind;
@@ -781,15 +781,23 @@ impl Interceptor for TracingInterceptor {
 #[derive(Default)]
 pub struct ConcurrencyLimit {
     default: Option<usize>,
-    methods: HashMap<String, HashMap<String, usize>>,
-    in_flight: RwLock<HashMap<String, HashMap<String, Arc<AtomicUsize>>>>,
+    /// Per service, then method: the limit and the calls in flight. The
+    /// methods named by [`method`](Self::method) are here from the start,
+    /// the others join at their first call under the default limit.
+    slots: RwLock<StrMap<StrMap<Slot>>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    limit: usize,
+    in_flight: AtomicUsize,
 }
 
 impl fmt::Debug for ConcurrencyLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConcurrencyLimit")
             .field("default", &self.default)
-            .field("methods", &self.methods)
+            .field("slots", &*self.slots.read())
             .finish()
     }
 }
@@ -809,75 +817,86 @@ impl ConcurrencyLimit {
 
     /// The limit of `service`/`method`.
     #[must_use = "method returns the changed limit"]
-    pub fn method(mut self, service: &str, method: &str, max_in_flight: usize) -> ConcurrencyLimit {
-        self.methods
+    pub fn method(self, service: &str, method: &str, max_in_flight: usize) -> ConcurrencyLimit {
+        self.slots
+            .write()
             .entry(service.to_owned())
             .or_default()
-            .insert(method.to_owned(), max_in_flight);
+            .insert(
+                method.to_owned(),
+                Slot {
+                    limit: max_in_flight,
+                    in_flight: AtomicUsize::new(0),
+                },
+            );
         self
     }
 
     /// The limit that applies to `service`/`method`, if any.
     pub fn limit_of(&self, service: &str, method: &str) -> Option<usize> {
-        self.methods
-            .get(service)
-            .and_then(|m| m.get(method))
-            .copied()
+        self.with_slot(service, method, |s| s.limit)
             .or(self.default)
     }
 
     /// Calls of `service`/`method` in flight now.
     pub fn in_flight(&self, service: &str, method: &str) -> usize {
-        self.counter(service, method)
-            .map_or(0, |c| c.load(Ordering::Acquire))
+        self.with_slot(service, method, |s| s.in_flight.load(Ordering::Acquire))
+            .unwrap_or(0)
     }
 
-    fn counter(&self, service: &str, method: &str) -> Option<Arc<AtomicUsize>> {
-        self.in_flight
+    fn with_slot<R>(&self, service: &str, method: &str, f: impl FnOnce(&Slot) -> R) -> Option<R> {
+        self.slots
             .read()
             .get(service)
             .and_then(|m| m.get(method))
-            .cloned()
+            .map(f)
     }
 
-    fn counter_or_new(&self, service: &str, method: &str) -> Arc<AtomicUsize> {
-        if let Some(c) = self.counter(service, method) {
-            return c;
+    /// Counts a call in unless its method is at its limit: `Err(in flight)`.
+    fn enter(&self, service: &str, method: &str) -> Result<(), (usize, usize)> {
+        let admit = |s: &Slot| {
+            let before = s.in_flight.fetch_add(1, Ordering::AcqRel);
+            if before >= s.limit {
+                s.in_flight.fetch_sub(1, Ordering::AcqRel);
+                return Err((before, s.limit));
+            }
+            Ok(())
+        };
+        if let Some(r) = self.with_slot(service, method, admit) {
+            return r;
         }
-        let mut map = self.in_flight.write();
-        Arc::clone(
-            map.entry(service.to_owned())
-                .or_default()
-                .entry(method.to_owned())
-                .or_default(),
-        )
+        let Some(limit) = self.default else {
+            return Ok(());
+        };
+        let mut slots = self.slots.write();
+        let slot = slots
+            .entry(service.to_owned())
+            .or_default()
+            .entry(method.to_owned())
+            .or_insert(Slot {
+                limit,
+                in_flight: AtomicUsize::new(0),
+            });
+        admit(slot)
     }
 }
 
 impl Interceptor for ConcurrencyLimit {
     fn start(&self, call: &mut CallStart<'_>) -> Result<(), Status> {
-        let Some(limit) = self.limit_of(call.service(), call.method()) else {
-            return Ok(());
-        };
-        let counter = self.counter_or_new(call.service(), call.method());
-        let before = counter.fetch_add(1, Ordering::AcqRel);
-        if before >= limit {
-            counter.fetch_sub(1, Ordering::AcqRel);
-            return Err(Status::resource_exhausted(format!(
-                "{before} calls of {}/{} in flight (limit {limit})",
-                call.service(),
-                call.method()
-            )));
-        }
-        Ok(())
+        self.enter(call.service(), call.method())
+            .map_err(|(before, limit)| {
+                Status::resource_exhausted(format!(
+                    "{before} calls of {}/{} in flight (limit {limit})",
+                    call.service(),
+                    call.method()
+                ))
+            })
     }
 
     fn end(&self, call: &CallEnd<'_>) {
-        if self.limit_of(call.service(), call.method()).is_none() {
-            return;
-        }
-        if let Some(counter) = self.counter(call.service(), call.method()) {
-            counter.fetch_sub(1, Ordering::AcqRel);
-        }
+        // A call of a method without a slot was not counted.
+        self.with_slot(call.service(), call.method(), |s| {
+            s.in_flight.fetch_sub(1, Ordering::AcqRel)
+        });
     }
 }

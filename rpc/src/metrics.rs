@@ -1,9 +1,8 @@
 //! Prometheus metrics of calls, through `prometheus-client` (feature
 //! `metrics`).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use parking_lot::RwLock;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -13,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::hash::StrMap;
 use crate::intercept::{CallEnd, CallStart, Interceptor, Side};
 use crate::status::{Code, Status};
 
@@ -32,7 +32,7 @@ struct CodeLabels {
 }
 
 /// Per service, then per method.
-type MethodMap = HashMap<String, HashMap<String, Arc<MethodMetrics>>>;
+type MethodMap = StrMap<StrMap<MethodMetrics>>;
 
 type HistogramFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
 
@@ -109,7 +109,7 @@ impl MetricsInterceptor {
             in_flight,
             duration,
             registry,
-            methods: RwLock::new([HashMap::new(), HashMap::new()]),
+            methods: RwLock::new([StrMap::default(), StrMap::default()]),
         }
     }
 
@@ -128,16 +128,23 @@ impl MetricsInterceptor {
         out
     }
 
-    fn method(&self, side: Side, service: &str, method: &str) -> Arc<MethodMetrics> {
+    /// Runs `f` on the metrics of `service`/`method`, created at first use.
+    fn with_method<R>(
+        &self,
+        side: Side,
+        service: &str,
+        method: &str,
+        f: impl FnOnce(&MethodMetrics) -> R,
+    ) -> R {
         let i = side as usize;
-        if let Some(m) = self.methods.read()[i]
-            .get(service)
-            .and_then(|s| s.get(method))
         {
-            return Arc::clone(m);
+            let methods = self.methods.read();
+            if let Some(m) = methods[i].get(service).and_then(|s| s.get(method)) {
+                return f(m);
+            }
         }
         let mut methods = self.methods.write();
-        let entry = methods[i]
+        let m = methods[i]
             .entry(service.to_owned())
             .or_default()
             .entry(method.to_owned())
@@ -147,14 +154,14 @@ impl MetricsInterceptor {
                     service: service.to_owned(),
                     method: method.to_owned(),
                 };
-                Arc::new(MethodMetrics {
+                MethodMetrics {
                     calls: Default::default(),
                     in_flight: self.in_flight.get_or_create_owned(&labels),
                     duration: self.duration.get_or_create_owned(&labels),
                     labels,
-                })
+                }
             });
-        Arc::clone(entry)
+        f(m)
     }
 }
 
@@ -183,27 +190,28 @@ fn register_into(
 
 impl Interceptor for MetricsInterceptor {
     fn start(&self, call: &mut CallStart<'_>) -> Result<(), Status> {
-        self.method(call.side(), call.service(), call.method())
-            .in_flight
-            .inc();
+        self.with_method(call.side(), call.service(), call.method(), |m| {
+            m.in_flight.inc();
+        });
         Ok(())
     }
 
     fn end(&self, call: &CallEnd<'_>) {
-        let m = self.method(call.side(), call.service(), call.method());
-        m.in_flight.dec();
-        m.duration.observe(call.elapsed().as_secs_f64());
         let code = call.code();
-        m.calls[code as usize]
-            .get_or_init(|| {
-                self.calls.get_or_create_owned(&CodeLabels {
-                    side: m.labels.side.clone(),
-                    service: m.labels.service.clone(),
-                    method: m.labels.method.clone(),
-                    code: code_name(code).to_owned(),
+        self.with_method(call.side(), call.service(), call.method(), |m| {
+            m.in_flight.dec();
+            m.duration.observe(call.elapsed().as_secs_f64());
+            m.calls[code as usize]
+                .get_or_init(|| {
+                    self.calls.get_or_create_owned(&CodeLabels {
+                        side: m.labels.side.clone(),
+                        service: m.labels.service.clone(),
+                        method: m.labels.method.clone(),
+                        code: code_name(code).to_owned(),
+                    })
                 })
-            })
-            .inc();
+                .inc();
+        });
     }
 }
 
