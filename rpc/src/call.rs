@@ -41,6 +41,15 @@ pub(crate) struct Payload {
     pub(crate) metadata: Metadata,
 }
 
+impl Payload {
+    /// The response message and the metadata.
+    pub(crate) fn decode<T: Message + Default>(self) -> Result<(T, Metadata), Status> {
+        let msg = T::decode(self.body)
+            .map_err(|e| Status::internal(format!("cannot decode the response: {e}")))?;
+        Ok((msg, self.metadata))
+    }
+}
+
 impl From<LinkBuffer> for Payload {
     fn from(body: LinkBuffer) -> Payload {
         Payload {
@@ -487,10 +496,18 @@ impl<T: Message + Default> CallFuture<T> {
     }
 
     fn decode_with(outcome: Outcome) -> Result<(T, Metadata), Status> {
-        let payload = outcome?;
-        let msg = T::decode(payload.body)
-            .map_err(|e| Status::internal(format!("cannot decode the response: {e}")))?;
-        Ok((msg, payload.metadata))
+        outcome?.decode()
+    }
+
+    /// The same call, its response decoded as `U` (the type is only the
+    /// decoder's: a backend starts calls as `CallFuture<()>`).
+    pub(crate) fn cast<U>(mut self) -> CallFuture<U> {
+        CallFuture {
+            inner: std::mem::replace(&mut self.inner, Inner::Finished),
+            flush: self.flush.take(),
+            observer: self.observer.take(),
+            _response: PhantomData,
+        }
     }
 
     /// Blocks the calling thread until the call completes or its deadline

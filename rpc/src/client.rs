@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use ferropoll_linkbuffer::LinkBuffer;
 use prost::Message;
 
+use crate::backend::{Backend, InProcess};
 use crate::call::{CallFuture, CallTable, Payload, observe};
-use crate::cluster::{ClusterBuilder, ClusterCore, Discover, InstanceStats};
-use crate::codec::{self, Limits, MessageType, ProtocolError, RequestHead};
+use crate::cluster::{ClusterBuilder, Discover, InstanceStats};
+use crate::codec::{self, EncodeBody, Limits, MessageType, ProtocolError, RequestHead};
 use crate::context::PeerAddr;
 use crate::intercept::{CallGuard, CallInfo, Interceptors};
 use crate::keepalive::Keepalive;
@@ -20,6 +21,7 @@ use crate::metadata::Metadata;
 use crate::net_client::{NetClient, Target};
 use crate::server::{ServerConn, ServerEngine};
 use crate::status::{Code, Status};
+use crate::stream::caller_halves;
 use crate::stream::{
     self, MethodKind, Outbox, RecvStream, SendSink, Side, StreamMap, StreamShared,
 };
@@ -225,7 +227,7 @@ impl ClientSession {
     /// failure (too many calls in flight, a request over the frame limit, a
     /// closed session) nothing is written and the returned future is
     /// already failed.
-    pub fn start_call<Req: Message, Resp: Message + Default>(
+    pub fn start_call<Req: EncodeBody + ?Sized, Resp: Message + Default>(
         &self,
         out: &mut LinkBuffer,
         service: &str,
@@ -267,7 +269,7 @@ impl ClientSession {
     /// The session is closed; [`Limits::max_streams`] streams are open
     /// (RESOURCE_EXHAUSTED); the request breaks the limits. Nothing is
     /// written then.
-    pub(crate) fn start_stream<Req: Message, Resp: Message + Default>(
+    pub(crate) fn start_stream<Req: EncodeBody + ?Sized>(
         &self,
         out: &mut LinkBuffer,
         outbox: Arc<dyn Outbox>,
@@ -275,7 +277,7 @@ impl ClientSession {
         method: &str,
         first: Option<&Req>,
         options: &CallOptions,
-    ) -> Result<(SendSink<Req>, RecvStream<Resp>), Status> {
+    ) -> Result<Arc<StreamShared>, Status> {
         let open = self.streams.lock().len();
         if open >= self.limits.max_streams {
             return Err(Status::resource_exhausted(format!(
@@ -310,10 +312,10 @@ impl ClientSession {
             &mut frames,
         );
         if let Some(req) = first {
-            shared.sent_ahead(req.encoded_len());
+            shared.sent_ahead(req.body_len());
         }
         out.append(frames);
-        Ok((SendSink::new(Arc::clone(&shared)), RecvStream::new(shared)))
+        Ok(shared)
     }
 
     /// Streaming calls open.
@@ -326,7 +328,7 @@ impl ClientSession {
     /// # Errors
     ///
     /// The session is closed, or the request breaks the limits.
-    pub fn send_oneway<Req: Message>(
+    pub fn send_oneway<Req: EncodeBody + ?Sized>(
         &self,
         out: &mut LinkBuffer,
         service: &str,
@@ -565,28 +567,13 @@ pub struct Client {
 
 struct ClientInner {
     options: ClientOptions,
-    backend: Backend,
-}
-
-enum Backend {
-    InProcess {
-        engine: Arc<ServerEngine>,
-        conn: ServerConn,
-        session: ClientSession,
-    },
-    Net(NetClient),
-    Cluster(Arc<ClusterCore>),
+    backend: Arc<dyn Backend>,
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let backend = match &self.inner.backend {
-            Backend::InProcess { .. } => "in-process".to_owned(),
-            Backend::Net(net) => net.target().to_string(),
-            Backend::Cluster(core) => format!("{core:?}"),
-        };
         f.debug_struct("Client")
-            .field("backend", &backend)
+            .field("backend", &self.inner.backend.describe())
             .field("options", &self.inner.options)
             .finish()
     }
@@ -617,12 +604,7 @@ impl Client {
             }
         };
         let net = NetClient::connect(target, options.clone())?;
-        Ok(Client {
-            inner: Arc::new(ClientInner {
-                options,
-                backend: Backend::Net(net),
-            }),
-        })
+        Ok(Client::from_backend(Arc::new(net), options))
     }
 
     /// A client of `engine` in this process: requests are encoded, run
@@ -632,17 +614,12 @@ impl Client {
     /// limits are the engine's (so nothing the engine would reject is sent).
     pub fn in_process(engine: Arc<ServerEngine>, mut options: ClientOptions) -> Client {
         options.limits = *engine.limits();
-        let session = ClientSession::new(&options);
-        Client {
-            inner: Arc::new(ClientInner {
-                options,
-                backend: Backend::InProcess {
-                    engine,
-                    conn: ServerConn::new(PeerAddr::other("in-process")),
-                    session,
-                },
-            }),
-        }
+        let backend = InProcess {
+            engine,
+            conn: ServerConn::new(PeerAddr::other("in-process")),
+            session: ClientSession::new(&options),
+        };
+        Client::from_backend(Arc::new(backend), options)
     }
 
     /// A client of a cluster of instances found by `discover`; see
@@ -652,22 +629,17 @@ impl Client {
         ClusterBuilder::new(discover)
     }
 
-    pub(crate) fn from_cluster(core: Arc<ClusterCore>, options: ClientOptions) -> Client {
+    /// A client whose calls `backend` carries.
+    pub(crate) fn from_backend(backend: Arc<dyn Backend>, options: ClientOptions) -> Client {
         Client {
-            inner: Arc::new(ClientInner {
-                options,
-                backend: Backend::Cluster(core),
-            }),
+            inner: Arc::new(ClientInner { options, backend }),
         }
     }
 
     /// Per-instance state and counters of a cluster client (`None` for
     /// other clients), in address order.
     pub fn cluster_stats(&self) -> Option<Vec<InstanceStats>> {
-        match &self.inner.backend {
-            Backend::Cluster(core) => Some(core.stats()),
-            _ => None,
-        }
+        self.inner.backend.cluster_stats()
     }
 
     /// The options.
@@ -677,11 +649,7 @@ impl Client {
 
     /// Connections open now (0 for an in-process client).
     pub fn open_connections(&self) -> usize {
-        match &self.inner.backend {
-            Backend::InProcess { .. } => 0,
-            Backend::Net(net) => net.open_connections(),
-            Backend::Cluster(core) => core.open_connections(),
-        }
+        self.inner.backend.open_connections()
     }
 
     /// Calls `service`/`method` with `req` and blocks until the response,
@@ -700,11 +668,11 @@ impl Client {
         options: &CallOptions,
     ) -> Result<Resp, Status> {
         let (options, observer) = self.intercept(service, method, MethodKind::Unary, options)?;
-        let result = if let Backend::Cluster(core) = &self.inner.backend {
-            core.unary(service, method, req, &options)
-        } else {
-            self.start(service, method, req, &options, false).wait()
-        };
+        let result = self
+            .inner
+            .backend
+            .unary(service, method, req, &options)
+            .and_then(|payload| payload.decode().map(|(msg, _)| msg));
         observe(observer, &result);
         result
     }
@@ -756,12 +724,11 @@ impl Client {
         options: &CallOptions,
     ) -> Result<(Resp, Metadata), Status> {
         let (options, observer) = self.intercept(service, method, MethodKind::Unary, options)?;
-        let result = if let Backend::Cluster(core) = &self.inner.backend {
-            core.unary_with_metadata(service, method, req, &options)
-        } else {
-            self.start(service, method, req, &options, false)
-                .wait_with_metadata()
-        };
+        let result = self
+            .inner
+            .backend
+            .unary(service, method, req, &options)
+            .and_then(Payload::decode);
         observe(observer, &result);
         result
     }
@@ -789,40 +756,11 @@ impl Client {
             Ok(started) => started,
             Err(status) => return CallFuture::failed(status),
         };
-        if let Backend::Cluster(core) = &self.inner.backend {
-            return core
-                .unary_async(service, method, req, &options)
-                .observed(observer);
-        }
-        let call = self.start(service, method, req, &options, true);
-        if let Backend::Net(net) = &self.inner.backend {
-            net.watch_deadline(call.deadline());
-        }
-        call.observed(observer)
-    }
-
-    fn start<Req: Message, Resp: Message + Default>(
-        &self,
-        service: &str,
-        method: &str,
-        req: &Req,
-        options: &CallOptions,
-        defer_flush: bool,
-    ) -> CallFuture<Resp> {
-        match &self.inner.backend {
-            Backend::Net(net) => net.start(service, method, req, options, defer_flush),
-            Backend::Cluster(core) => core.unary_async(service, method, req, options),
-            Backend::InProcess {
-                engine,
-                conn,
-                session,
-            } => {
-                let mut wire = LinkBuffer::new();
-                let call = session.start_call(&mut wire, service, method, req, options);
-                in_process_exchange(engine, conn, session, wire);
-                call
-            }
-        }
+        self.inner
+            .backend
+            .start(service, method, req, &options, true)
+            .cast()
+            .observed(observer)
     }
 
     /// Opens a client-streaming or bidirectional call of
@@ -884,15 +822,12 @@ impl Client {
         options: &CallOptions,
     ) -> Result<(SendSink<Req>, RecvStream<Resp>), Status> {
         let (options, observer) = self.intercept(service, method, kind, options)?;
-        let opened = match &self.inner.backend {
-            Backend::Net(net) => net.stream(service, method, first, &options),
-            Backend::Cluster(core) => core.stream(service, method, first, &options),
-            Backend::InProcess { .. } => Err(Status::unimplemented(
-                "streaming calls need a connection (Client::connect)",
-            )),
-        };
-        match opened {
-            Ok((sink, responses)) => Ok((sink, responses.observed(observer))),
+        let first = first.map(|req| req as &dyn EncodeBody);
+        match self.inner.backend.stream(service, method, first, &options) {
+            Ok(shared) => {
+                let (sink, responses) = caller_halves(shared);
+                Ok((sink, responses.observed(observer)))
+            }
             Err(status) => {
                 observe::<()>(observer, &Err(status.clone()));
                 Err(status)
@@ -913,21 +848,7 @@ impl Client {
         options: &CallOptions,
     ) -> Result<(), Status> {
         let (options, observer) = self.intercept(service, method, MethodKind::Unary, options)?;
-        let options = &*options;
-        let result = match &self.inner.backend {
-            Backend::Net(net) => net.oneway(service, method, req, options),
-            Backend::Cluster(core) => core.oneway(service, method, req, options),
-            Backend::InProcess {
-                engine,
-                conn,
-                session,
-            } => {
-                let mut wire = LinkBuffer::new();
-                session
-                    .send_oneway(&mut wire, service, method, req, options)
-                    .map(|()| in_process_exchange(engine, conn, session, wire))
-            }
-        };
+        let result = self.inner.backend.oneway(service, method, req, &options);
         observe(observer, &result);
         result
     }
@@ -938,48 +859,6 @@ impl Client {
     ///
     /// DEADLINE_EXCEEDED after `timeout`; UNAVAILABLE if the connection is lost.
     pub fn ping(&self, timeout: Duration) -> Result<(), Status> {
-        match &self.inner.backend {
-            Backend::Net(net) => net.ping(timeout),
-            Backend::Cluster(core) => core.ping(timeout),
-            Backend::InProcess {
-                engine,
-                conn,
-                session,
-            } => {
-                let mut wire = LinkBuffer::new();
-                let call = session.start_ping(&mut wire, Some(timeout));
-                in_process_exchange(engine, conn, session, wire);
-                call.wait()
-            }
-        }
-    }
-}
-
-/// One round trip through an in-process engine.
-fn in_process_exchange(
-    engine: &ServerEngine,
-    conn: &ServerConn,
-    session: &ClientSession,
-    mut wire: LinkBuffer,
-) {
-    wire.flush();
-    if wire.is_empty() {
-        return;
-    }
-    let mut back = LinkBuffer::new();
-    let mut deferred = Vec::new();
-    let result = engine.process(conn, &mut wire, &mut back, &mut deferred, Instant::now());
-    for call in deferred {
-        call.run(&mut back);
-    }
-    back.flush();
-    // Complete what was answered before a protocol error, then fail the rest.
-    if let Err(e) = session.handle_input(&mut back) {
-        tracing::warn!("in-process client: {e}");
-    }
-    if let Err(e) = result {
-        session.close(Status::unavailable(format!(
-            "in-process server rejected a frame: {e}"
-        )));
+        self.inner.backend.ping(timeout)
     }
 }

@@ -657,20 +657,18 @@ fn write_head(
     Ok(PREFIX_LEN + body_len)
 }
 
-fn write_message<M: Message>(
+fn write_message<M: EncodeBody + ?Sized>(
     out: &mut LinkBuffer,
     limits: &Limits,
     header: &HeaderRef<'_>,
     msg: &M,
 ) -> Result<usize, ProtocolError> {
-    let len = msg.encoded_len();
+    let len = msg.body_len();
     let n = write_head(out, limits, header, len)?;
     // Into one contiguous slice of the exact length: prost writes varints a
     // byte at a time, which is much cheaper into a slice than through the
     // buffer's `BufMut`.
-    let mut dst = out.malloc(len);
-    msg.encode_raw(&mut dst);
-    debug_assert!(dst.is_empty(), "encoded_len and encode_raw disagree");
+    msg.encode_body(out.malloc(len));
     Ok(n)
 }
 
@@ -680,6 +678,29 @@ pub fn timeout_to_micros(timeout: Duration) -> u64 {
     u64::try_from(timeout.as_micros())
         .unwrap_or(u64::MAX)
         .max(1)
+}
+
+/// A message body the encoders can write: every prost [`Message`], and
+/// `dyn EncodeBody` — so that a request can travel as a trait object
+/// through code that is not generic over its type, and still be encoded by
+/// its own type's code.
+pub trait EncodeBody {
+    /// The encoded length in bytes.
+    fn body_len(&self) -> usize;
+    /// Encodes the body into `dst`, whose length is exactly
+    /// [`body_len`](EncodeBody::body_len).
+    fn encode_body(&self, dst: &mut [u8]);
+}
+
+impl<M: Message> EncodeBody for M {
+    fn body_len(&self) -> usize {
+        self.encoded_len()
+    }
+
+    fn encode_body(&self, mut dst: &mut [u8]) {
+        self.encode_raw(&mut dst);
+        debug_assert!(dst.is_empty(), "encoded_len and encode_raw disagree");
+    }
 }
 
 /// The head of a request frame.
@@ -735,7 +756,7 @@ pub fn encode_stream_open(
 ///
 /// [`ProtocolError::FrameTooLarge`] when `msg` does not fit `limits`;
 /// nothing is written then.
-pub fn encode_message<M: Message>(
+pub fn encode_message<M: EncodeBody + ?Sized>(
     out: &mut LinkBuffer,
     limits: &Limits,
     seq: u64,
@@ -778,7 +799,7 @@ fn bare(out: &mut LinkBuffer, header: &HeaderRef<'_>) -> usize {
 ///
 /// [`ProtocolError::FrameTooLarge`] or [`ProtocolError::HeaderTooLarge`]
 /// when the frame would break `limits`; nothing is written then.
-pub fn encode_request<M: Message>(
+pub fn encode_request<M: EncodeBody + ?Sized>(
     out: &mut LinkBuffer,
     limits: &Limits,
     head: &RequestHead<'_>,

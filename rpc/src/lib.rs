@@ -134,6 +134,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod backend;
 mod call;
 mod client;
 pub mod cluster;

@@ -47,14 +47,15 @@ use ferropoll_transport::{Connection, EventLoop, Handler};
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
 
+use crate::backend::Backend;
 use crate::call::{CallFuture, Flush};
 use crate::client::{CallOptions, ClientOptions, ClientSession};
-use crate::codec::{self, Limits};
+use crate::codec::{self, EncodeBody, Limits};
 use crate::deadline_timer::{DeadlineTimer, Expire};
 use crate::keepalive::{Keepalive, instant_of, now_ns};
 use crate::net_server::announce_partial_frame;
 use crate::status::{Code, Status};
-use crate::stream::{Outbox, RecvStream, SendSink};
+use crate::stream::{Outbox, StreamShared};
 
 /// Where the server is.
 #[derive(Clone, Debug)]
@@ -102,7 +103,7 @@ impl ConnSession {
 
     /// Stages a request; sends it now, or leaves that to the future's
     /// first poll (`defer`), so that calls started together share a write.
-    fn start_call<Req: Message, Resp: Message + Default>(
+    fn start_call<Req: EncodeBody + ?Sized, Resp: Message + Default>(
         self: &Arc<Self>,
         service: &str,
         method: &str,
@@ -126,13 +127,13 @@ impl ConnSession {
     }
 
     /// Opens a stream on this connection and sends its opening.
-    fn start_stream<Req: Message, Resp: Message + Default>(
+    fn start_stream<Req: EncodeBody + ?Sized>(
         self: &Arc<Self>,
         service: &str,
         method: &str,
         first: Option<&Req>,
         options: &CallOptions,
-    ) -> Result<(SendSink<Req>, RecvStream<Resp>), Status> {
+    ) -> Result<Arc<StreamShared>, Status> {
         let opened = {
             let mut staged = self.staged.lock();
             let outbox = Arc::clone(self) as Arc<dyn Outbox>;
@@ -608,7 +609,7 @@ impl NetClient {
     }
 
     /// Starts a call; `defer`: see [`ConnSession::start_call`].
-    pub(crate) fn start<Req: Message, Resp: Message + Default>(
+    pub(crate) fn start<Req: EncodeBody + ?Sized, Resp: Message + Default>(
         &self,
         service: &str,
         method: &str,
@@ -629,20 +630,20 @@ impl NetClient {
 
     /// Opens a stream on a connection picked as for a call; see
     /// [`Client::open_stream`](crate::Client::open_stream).
-    pub(crate) fn stream<Req: Message, Resp: Message + Default>(
+    pub(crate) fn stream<Req: EncodeBody + ?Sized>(
         &self,
         service: &str,
         method: &str,
         first: Option<&Req>,
         options: &CallOptions,
-    ) -> Result<(SendSink<Req>, RecvStream<Resp>), Status> {
+    ) -> Result<Arc<StreamShared>, Status> {
         let opened = self.pick(
             |cs| cs.start_stream(service, method, first, options),
             |r| matches!(r, Err(s) if s.code() == Code::ResourceExhausted),
         )?;
-        if let Ok((_, responses)) = &opened {
+        if let Ok(shared) = &opened {
             // An unpolled async stream still ends at its deadline.
-            self.watch_deadline(responses.deadline());
+            self.watch_deadline(shared.deadline());
         }
         opened
     }
@@ -669,7 +670,7 @@ impl NetClient {
             .as_ref()
     }
 
-    pub(crate) fn oneway<Req: Message>(
+    pub(crate) fn oneway<Req: EncodeBody + ?Sized>(
         &self,
         service: &str,
         method: &str,
@@ -732,5 +733,55 @@ impl Drop for NetClient {
                 cs.conn.close();
             }
         }
+    }
+}
+
+impl Backend for NetClient {
+    fn describe(&self) -> String {
+        self.target().to_string()
+    }
+
+    fn start(
+        &self,
+        service: &str,
+        method: &str,
+        req: &dyn EncodeBody,
+        options: &CallOptions,
+        for_async: bool,
+    ) -> CallFuture<()> {
+        let call =
+            NetClient::start::<dyn EncodeBody, ()>(self, service, method, req, options, for_async);
+        if for_async {
+            self.watch_deadline(call.deadline());
+        }
+        call
+    }
+
+    fn stream(
+        &self,
+        service: &str,
+        method: &str,
+        first: Option<&dyn EncodeBody>,
+        options: &CallOptions,
+    ) -> Result<Arc<StreamShared>, Status> {
+        NetClient::stream(self, service, method, first, options)
+    }
+
+    fn oneway(
+        &self,
+        service: &str,
+        method: &str,
+        req: &dyn EncodeBody,
+        options: &CallOptions,
+    ) -> Result<(), Status> {
+        NetClient::oneway(self, service, method, req, options)
+    }
+
+    fn ping(&self, timeout: Duration) -> Result<(), Status> {
+        NetClient::ping(self, timeout)
+    }
+
+    fn open_connections(&self) -> usize {
+        NetClient::open_connections(self)
     }
 }

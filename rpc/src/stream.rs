@@ -184,6 +184,14 @@ impl fmt::Debug for StreamShared {
     }
 }
 
+/// A caller's two halves of the stream `shared`, typed (the types are
+/// only the encoder's and the decoder's: a backend opens streams untyped).
+pub(crate) fn caller_halves<Req: Message, Resp: Message + Default>(
+    shared: Arc<StreamShared>,
+) -> (SendSink<Req>, RecvStream<Resp>) {
+    (SendSink::new(Arc::clone(&shared)), RecvStream::new(shared))
+}
+
 impl StreamShared {
     /// A stream `seq` registered in `map`; with a receive window
     /// ([`Limits::stream_window`]) over the initial one, the difference is

@@ -14,15 +14,18 @@ use ferropoll_transport::TimerHandle;
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
 
-use crate::call::CallFuture;
+use crate::backend::Backend;
+use crate::call::{CallFuture, Payload};
 use crate::client::{CallOptions, Client, ClientOptions};
 use crate::cluster::balancer::{Balancer, Endpoints, RoundRobin};
 use crate::cluster::breaker::{BreakerConfig, BreakerState, CircuitBreaker, is_instance_failure};
 use crate::cluster::discover::{Discover, Instance};
 use crate::cluster::health::HealthConfig;
 use crate::cluster::retry::RetryPolicy;
+use crate::codec::EncodeBody;
 use crate::net_client::{ClientLoop, NetClient, Target};
 use crate::status::{Code, Status};
+use crate::stream::StreamShared;
 
 /// Configures a cluster [`Client`]: where the instances come from, how a
 /// call picks one, retries, circuit breaking and health checks. Get one
@@ -176,7 +179,10 @@ impl ClusterBuilder {
             )
             .map_err(|e| Status::unavailable(format!("cannot start the health timer: {e}")))?;
         *core.tick.lock() = Some(timer);
-        Ok(Client::from_cluster(core, self.options))
+        Ok(Client::from_backend(
+            Arc::new(ClusterBackend(core)),
+            self.options,
+        ))
     }
 }
 
@@ -596,12 +602,12 @@ impl ClusterCore {
     /// Starts one attempt on the next instance, failing over at once
     /// (transparently) while the request cannot leave: the instance cannot
     /// be dialed (it is ejected) or its connections are full.
-    fn start_attempt<Req: Message>(
+    fn start_attempt(
         &self,
         a: &mut Attempts,
         service: &str,
         method: &str,
-        req: &Req,
+        req: &dyn EncodeBody,
         options: &CallOptions,
         defer: bool,
     ) -> Started {
@@ -627,7 +633,9 @@ impl ClusterCore {
                 _ => options,
             };
             let guard = ep.begin();
-            let call = ep.net.start::<Req, ()>(service, method, req, opts, defer);
+            let call = ep
+                .net
+                .start::<dyn EncodeBody, ()>(service, method, req, opts, defer);
             if let Some(status) = call.failure() {
                 ep.breaker.release();
                 let status = status.clone();
@@ -661,36 +669,12 @@ impl ClusterCore {
             && self.retry.retry_budget().try_withdraw()
     }
 
-    /// A blocking call: the response or the final status.
-    pub(crate) fn unary<Req: Message, Resp: Message + Default>(
-        &self,
-        service: &str,
-        method: &str,
-        req: &Req,
-        options: &CallOptions,
-    ) -> Result<Resp, Status> {
-        self.unary_payload(service, method, req, options)
-            .and_then(|p| decode_payload(p).map(|(msg, _)| msg))
-    }
-
-    /// As [`unary`](Self::unary), with the OK response's metadata.
-    pub(crate) fn unary_with_metadata<Req: Message, Resp: Message + Default>(
-        &self,
-        service: &str,
-        method: &str,
-        req: &Req,
-        options: &CallOptions,
-    ) -> Result<(Resp, crate::Metadata), Status> {
-        self.unary_payload(service, method, req, options)
-            .and_then(decode_payload)
-    }
-
     /// A blocking call: the raw response payload or the final status.
-    fn unary_payload<Req: Message>(
+    fn unary_payload(
         &self,
         service: &str,
         method: &str,
-        req: &Req,
+        req: &dyn EncodeBody,
         options: &CallOptions,
     ) -> Result<crate::call::Payload, Status> {
         let mut a = self.new_attempts(service, method, options);
@@ -725,13 +709,13 @@ impl ClusterCore {
 
     /// An async call: the first attempt starts now; retries (idempotent
     /// methods) start from the future's poll.
-    pub(crate) fn unary_async<Req: Message, Resp: Message + Default>(
+    fn unary_async(
         self: &Arc<Self>,
         service: &str,
         method: &str,
-        req: &Req,
+        req: &dyn EncodeBody,
         options: &CallOptions,
-    ) -> CallFuture<Resp> {
+    ) -> CallFuture<()> {
         let mut a = self.new_attempts(service, method, options);
         let (endpoint, guard, mut call) =
             match self.start_attempt(&mut a, service, method, req, options, true) {
@@ -758,7 +742,9 @@ impl ClusterCore {
             return CallFuture::boxed(Box::pin(fut), deadline);
         }
         // Retries need the request again: encode it once.
-        let encoded = Encoded(Bytes::from(req.encode_to_vec()));
+        let mut encoded = vec![0; req.body_len()];
+        req.encode_body(&mut encoded);
+        let encoded = Encoded(Bytes::from(encoded));
         let core = Arc::clone(self);
         let (service, method, options) = (service.to_owned(), method.to_owned(), options.clone());
         let fut = async move {
@@ -795,11 +781,11 @@ impl ClusterCore {
     }
 
     /// Sends a ONEWAY call to one instance (transparent failover only).
-    pub(crate) fn oneway<Req: Message>(
+    fn oneway(
         &self,
         service: &str,
         method: &str,
-        req: &Req,
+        req: &dyn EncodeBody,
         options: &CallOptions,
     ) -> Result<(), Status> {
         let mut tried = Vec::new();
@@ -821,13 +807,13 @@ impl ClusterCore {
 
     /// Opens a stream on one instance (failover only while opening: a
     /// stream is not retried once it started).
-    pub(crate) fn stream<Req: Message, Resp: Message + Default>(
+    fn stream(
         &self,
         service: &str,
         method: &str,
-        first: Option<&Req>,
+        first: Option<&dyn EncodeBody>,
         options: &CallOptions,
-    ) -> Result<(crate::SendSink<Req>, crate::RecvStream<Resp>), Status> {
+    ) -> Result<Arc<StreamShared>, Status> {
         let mut tried = Vec::new();
         let mut last = None;
         while let Some(ep) = self.pick(options.hash_key(), &tried) {
@@ -846,14 +832,14 @@ impl ClusterCore {
     }
 
     /// Pings one instance.
-    pub(crate) fn ping(&self, timeout: std::time::Duration) -> Result<(), Status> {
+    fn ping(&self, timeout: std::time::Duration) -> Result<(), Status> {
         let ep = self.pick(None, &[]).ok_or_else(|| self.no_instance())?;
         ep.breaker.release();
         ep.net.ping(timeout)
     }
 
     /// Connections open to all instances.
-    pub(crate) fn open_connections(&self) -> usize {
+    fn open_connections(&self) -> usize {
         let set = Arc::clone(&self.set.read());
         set.endpoints
             .iter()
@@ -862,7 +848,7 @@ impl ClusterCore {
     }
 
     /// Per-instance state and counters, in address order.
-    pub(crate) fn stats(&self) -> Vec<InstanceStats> {
+    fn stats(&self) -> Vec<InstanceStats> {
         let set = self.current();
         set.instances
             .iter()
@@ -872,11 +858,65 @@ impl ClusterCore {
     }
 }
 
-/// The response message and metadata of a cluster call's payload.
-fn decode_payload<Resp: Message + Default>(
-    p: crate::call::Payload,
-) -> Result<(Resp, crate::Metadata), Status> {
-    let msg = Resp::decode(p.body)
-        .map_err(|e| Status::internal(format!("cannot decode the response: {e}")))?;
-    Ok((msg, p.metadata))
+/// A cluster client's calls: balanced over the instances, retried and
+/// failed over by the core.
+pub(crate) struct ClusterBackend(pub(crate) Arc<ClusterCore>);
+
+impl Backend for ClusterBackend {
+    fn describe(&self) -> String {
+        format!("{:?}", self.0)
+    }
+
+    fn start(
+        &self,
+        service: &str,
+        method: &str,
+        req: &dyn EncodeBody,
+        options: &CallOptions,
+        _for_async: bool,
+    ) -> CallFuture<()> {
+        self.0.unary_async(service, method, req, options)
+    }
+
+    fn unary(
+        &self,
+        service: &str,
+        method: &str,
+        req: &dyn EncodeBody,
+        options: &CallOptions,
+    ) -> Result<Payload, Status> {
+        self.0.unary_payload(service, method, req, options)
+    }
+
+    fn stream(
+        &self,
+        service: &str,
+        method: &str,
+        first: Option<&dyn EncodeBody>,
+        options: &CallOptions,
+    ) -> Result<Arc<StreamShared>, Status> {
+        self.0.stream(service, method, first, options)
+    }
+
+    fn oneway(
+        &self,
+        service: &str,
+        method: &str,
+        req: &dyn EncodeBody,
+        options: &CallOptions,
+    ) -> Result<(), Status> {
+        self.0.oneway(service, method, req, options)
+    }
+
+    fn ping(&self, timeout: std::time::Duration) -> Result<(), Status> {
+        self.0.ping(timeout)
+    }
+
+    fn open_connections(&self) -> usize {
+        self.0.open_connections()
+    }
+
+    fn cluster_stats(&self) -> Option<Vec<InstanceStats>> {
+        Some(self.0.stats())
+    }
 }

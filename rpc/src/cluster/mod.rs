@@ -110,7 +110,6 @@ pub use balancer::{
     Balancer, ConsistentHash, Endpoints, PowerOfTwoChoices, RoundRobin, WeightedRandom, hash_bytes,
 };
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, is_instance_failure};
-pub(crate) use client::ClusterCore;
 pub use client::{ClusterBuilder, InstanceStats};
 pub use discover::{Discover, Instance, InstanceSet, Snapshot, StaticDiscover};
 #[cfg(feature = "dns")]
