@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
+use ferropoll_rpc::sansio::{ClientSession, ServerConn};
 use ferropoll_rpc::{
-    CallOptions, ClientOptions, ClientSession, Context, LinkBuffer, PeerAddr, ServerConn,
-    ServerEngine, Status,
+    CallOptions, ClientOptions, Context, LinkBuffer, PeerAddr, ServerEngine, Status,
 };
 use prost::Message;
 
@@ -59,7 +59,7 @@ struct Stack {
     session: ClientSession,
     to_server: LinkBuffer,
     to_client: LinkBuffer,
-    deferred: Vec<ferropoll_rpc::DeferredCall>,
+    deferred: Vec<ferropoll_rpc::sansio::DeferredCall>,
 }
 
 impl Stack {

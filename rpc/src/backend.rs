@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use ferropoll_linkbuffer::LinkBuffer;
 
 use crate::call::{CallFuture, Payload};
-use crate::client::{CallOptions, ClientSession};
+use crate::client::CallOptions;
 use crate::cluster::InstanceStats;
 use crate::codec::EncodeBody;
+use crate::sansio::ClientSession;
 use crate::server::{ServerConn, ServerEngine};
 use crate::status::Status;
 use crate::stream::StreamShared;

@@ -116,7 +116,8 @@ struct TableState {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use ferropoll_rpc::{CallTable, LinkBuffer, Status};
+/// use ferropoll_rpc::{LinkBuffer, Status};
+/// use ferropoll_rpc::sansio::CallTable;
 ///
 /// let table = Arc::new(CallTable::new(16));
 /// let call = table.start::<()>(None).unwrap();

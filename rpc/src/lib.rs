@@ -45,9 +45,9 @@
 //! turns frames into bytes of a [`LinkBuffer`] and back; the
 //! [`ServerEngine`] turns a batch of request bytes into a batch of response
 //! bytes (decode, dispatch, handle, encode — so pipelined requests get one
-//! write); the [`ClientSession`] and its [`CallTable`] start calls and
-//! complete them from response bytes, for blocking callers and for any async
-//! executor ([`CallFuture`]).
+//! write); the [`sansio::ClientSession`] and its [`sansio::CallTable`] start
+//! calls and complete them from response bytes, for blocking callers and for
+//! any async executor ([`CallFuture`]). These live in [`sansio`].
 //!
 //! The glue onto `ferropoll-transport` is thin. [`Server`] runs an engine on
 //! an event loop: each connection's input is processed on its loop thread,
@@ -149,14 +149,15 @@ mod metadata;
 mod metrics;
 mod net_client;
 mod net_server;
+pub mod sansio;
 mod server;
 mod service;
 mod status;
 mod stream;
 mod task;
 
-pub use call::{CallFuture, CallTable, WithMetadata};
-pub use client::{CallOptions, Client, ClientOptions, ClientSession};
+pub use call::{CallFuture, WithMetadata};
+pub use client::{CallOptions, Client, ClientOptions};
 pub use codec::{Frame, Limits, ProtocolError};
 pub use context::{Context, PeerAddr};
 pub use ferropoll_linkbuffer::LinkBuffer;
@@ -168,11 +169,11 @@ pub use metadata::{Metadata, MetadataEntry};
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use metrics::MetricsInterceptor;
 pub use net_server::{Server, ServerBuilder};
-pub use server::{DeferredCall, Progress, RegisterError, ServerConn, ServerEngine, ServiceConfig};
+pub use server::{RegisterError, ServerEngine, ServiceConfig};
 pub use service::{Dispatch, Reply, Service};
 pub use status::{Code, Status};
 pub use stream::{
-    INITIAL_WINDOW, MESSAGE_OVERHEAD, MethodKind, NextMessage, Outbox, RecvStream, SendMessage,
-    SendSink, StreamCall,
+    INITIAL_WINDOW, MESSAGE_OVERHEAD, MethodKind, NextMessage, RecvStream, SendMessage, SendSink,
+    StreamCall,
 };
 pub use task::{AsyncReply, BoxFuture};

@@ -49,11 +49,12 @@ use prost::Message;
 
 use crate::backend::Backend;
 use crate::call::{CallFuture, Flush};
-use crate::client::{CallOptions, ClientOptions, ClientSession};
+use crate::client::{CallOptions, ClientOptions};
 use crate::codec::{self, EncodeBody, Limits};
 use crate::deadline_timer::{DeadlineTimer, Expire};
 use crate::keepalive::{Keepalive, instant_of, now_ns};
 use crate::net_server::announce_partial_frame;
+use crate::sansio::ClientSession;
 use crate::status::{Code, Status};
 use crate::stream::{Outbox, StreamShared};
 

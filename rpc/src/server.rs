@@ -469,7 +469,8 @@ fn run_stream(
 ///
 /// ```
 /// use ferropoll_rpc::codec::{self, MessageType};
-/// use ferropoll_rpc::{LinkBuffer, PeerAddr, ServerConn, ServerEngine};
+/// use ferropoll_rpc::{LinkBuffer, PeerAddr, ServerEngine};
+/// use ferropoll_rpc::sansio::ServerConn;
 /// use std::time::Instant;
 ///
 /// let engine = ServerEngine::new(); // no services: still answers pings

@@ -70,7 +70,7 @@ impl MethodKind {
 
 /// Where the frames of a connection's streams go, from whichever thread
 /// produces them: the connection's writer on a server (see
-/// [`ServerConn::with_outbox`](crate::ServerConn::with_outbox)), the
+/// [`ServerConn::with_outbox`](crate::sansio::ServerConn::with_outbox)), the
 /// staging buffer of a client connection. [`Server`](crate::Server) and
 /// [`Client`](crate::Client) bring their own; implement it to drive a
 /// [`ServerEngine`](crate::ServerEngine) with streams over another

@@ -6,7 +6,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ferropoll_rpc::{CallFuture, CallTable, Code, LinkBuffer, Status};
+use ferropoll_rpc::sansio::CallTable;
+use ferropoll_rpc::{CallFuture, Code, LinkBuffer, Status};
 use futures::FutureExt;
 use prost::Message;
 

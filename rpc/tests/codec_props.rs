@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use ferropoll_rpc::codec::{self, MessageType, RequestHead};
-use ferropoll_rpc::{Limits, LinkBuffer, Metadata, PeerAddr, ServerConn, ServerEngine, Status};
+use ferropoll_rpc::sansio::ServerConn;
+use ferropoll_rpc::{Limits, LinkBuffer, Metadata, PeerAddr, ServerEngine, Status};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]

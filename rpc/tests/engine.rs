@@ -12,9 +12,10 @@ use common::echo::{EchoRequest, EchoResponse, EchoServer};
 use common::kv::{self, KvServer};
 use common::{EchoImpl, MemKv};
 use ferropoll_rpc::codec::{self, MessageType};
+use ferropoll_rpc::sansio::{ClientSession, ServerConn};
 use ferropoll_rpc::{
-    CallOptions, ClientOptions, ClientSession, Code, Dispatch, LinkBuffer, PeerAddr, ProtocolError,
-    RegisterError, ServerConn, ServerEngine, Status,
+    CallOptions, ClientOptions, Code, Dispatch, LinkBuffer, PeerAddr, ProtocolError, RegisterError,
+    ServerEngine, Status,
 };
 use prost::Message;
 
@@ -83,7 +84,7 @@ impl Pair {
     }
 
     /// Runs the engine over what the client wrote; returns what came back.
-    fn exchange(&mut self, received_at: Instant) -> ferropoll_rpc::Progress {
+    fn exchange(&mut self, received_at: Instant) -> ferropoll_rpc::sansio::Progress {
         self.to_server.flush();
         let mut deferred = Vec::new();
         let progress = self

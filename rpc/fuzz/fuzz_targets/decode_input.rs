@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use ferropoll_linkbuffer::LinkBuffer;
 use ferropoll_rpc::codec::{self, MessageType};
+use ferropoll_rpc::sansio::{Outbox, ServerConn};
 use ferropoll_rpc::{
-    Context, Limits, MethodKind, Outbox, PeerAddr, Reply, ServerConn, ServerEngine, Service,
-    Status, StreamCall,
+    Context, Limits, MethodKind, PeerAddr, Reply, ServerEngine, Service, Status, StreamCall,
 };
 
 /// Echoes a `BytesValue`-encoded payload; method 1 fails; method 2
