@@ -190,9 +190,8 @@ impl Default for ClientOptions {
 /// runtime-agnostic future ([`unary_async`](Client::unary_async)),
 /// completed through its waker by the client's loop thread. Timeouts: a
 /// blocking call waits with its deadline; a future's deadline is enforced
-/// by a timer thread per client (started by the first async call), so a
-/// future resolves to DEADLINE_EXCEEDED on time even if nobody polls it
-/// — a stand-in until the transport offers timers on its loops.
+/// by a timer on the client's event loop (no thread of its own), so a
+/// future resolves to DEADLINE_EXCEEDED on time even if nobody polls it.
 ///
 /// Dropping the last handle closes the connections; calls still pending
 /// fail with CANCELLED.

@@ -1,21 +1,22 @@
-//! A timer thread that expires the calls of a network client at their
-//! deadlines, so that a [`CallFuture`](crate::CallFuture) nobody polls still
-//! resolves to DEADLINE_EXCEEDED on time (a blocking `wait` needs no help:
-//! it waits with the deadline itself).
+//! The deadline timer of a network client: expires its calls at their
+//! deadlines, so that a [`CallFuture`](crate::CallFuture) nobody polls
+//! still resolves to DEADLINE_EXCEEDED on time (a blocking `wait` needs no
+//! help: it waits with the deadline itself), and drives the keepalive and
+//! the safety net of deferred sends.
 //!
-//! One thread per client, started by the first call that needs it. It
-//! sleeps until the earliest deadline it was told about; arming it is one
-//! atomic load when the new deadline is not earlier (the common case: later
-//! calls have later deadlines), so calls do not pay a wake-up each. It is a
-//! stand-in for a timer on the client's event loop, which the transport does
-//! not offer publicly yet.
+//! It is one timer on the client's own event loop
+//! ([`EventLoop::after`]): no thread of its own. The expiry runs on the
+//! loop thread, set for the earliest deadline it was told about. Arming is
+//! one atomic load when the new deadline is not earlier than the one set
+//! (the common case: later calls have later deadlines), so calls do not
+//! each pay a message to the loop.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use ferropoll_transport::{EventLoop, TimerHandle};
+use parking_lot::Mutex;
 
 /// What the timer expires: called with the current time, returns the next
 /// deadline to wake up for.
@@ -23,119 +24,95 @@ pub(crate) trait Expire: Send + Sync + 'static {
     fn expire(&self, now: Instant) -> Option<Instant>;
 }
 
-struct State {
-    wake_at: Option<Instant>,
-    stop: bool,
-}
-
-struct Shared {
-    state: Mutex<State>,
-    cv: Condvar,
-    /// `wake_at` in ns since `epoch` (`u64::MAX`: none), read without the lock.
+struct Inner {
+    lp: EventLoop,
+    target: Weak<dyn Expire>,
+    /// The loop timer set now and when it fires.
+    set: Mutex<Option<(Instant, TimerHandle)>>,
+    /// The set deadline in ns since `epoch` (`u64::MAX`: none), read
+    /// without the lock.
     armed_ns: AtomicU64,
     epoch: Instant,
 }
 
-impl Shared {
+impl Inner {
     fn ns(&self, t: Instant) -> u64 {
         u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
     }
-
-    /// Moves the wake-up earlier if `t` is earlier; returns whether it did.
-    fn arm_locked(&self, state: &mut State, t: Instant) -> bool {
-        if state.wake_at.is_none_or(|w| t < w) {
-            state.wake_at = Some(t);
-            self.armed_ns.store(self.ns(t), Ordering::Release);
-            return true;
-        }
-        false
-    }
 }
 
+/// See the module docs. Dropping it cancels the timer.
 pub(crate) struct DeadlineTimer {
-    shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    inner: Arc<Inner>,
 }
 
 impl DeadlineTimer {
-    /// Starts the thread; it calls `target.expire` while `target` lives.
-    pub(crate) fn start(name: &str, target: Weak<dyn Expire>) -> std::io::Result<DeadlineTimer> {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                wake_at: None,
-                stop: false,
+    /// A timer on loop 0 of `lp` that calls `target.expire` while `target`
+    /// lives.
+    pub(crate) fn new(lp: EventLoop, target: Weak<dyn Expire>) -> DeadlineTimer {
+        DeadlineTimer {
+            inner: Arc::new(Inner {
+                lp,
+                target,
+                set: Mutex::new(None),
+                armed_ns: AtomicU64::new(u64::MAX),
+                epoch: Instant::now(),
             }),
-            cv: Condvar::new(),
-            armed_ns: AtomicU64::new(u64::MAX),
-            epoch: Instant::now(),
-        });
-        let thread = {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name(name.to_owned())
-                .spawn(move || run(&shared, &target))?
-        };
-        Ok(DeadlineTimer {
-            shared,
-            thread: Some(thread),
-        })
+        }
     }
 
-    /// Makes sure the thread wakes up at `deadline` (or earlier).
+    /// Makes sure the expiry runs at `deadline` (or earlier).
     pub(crate) fn arm(&self, deadline: Instant) {
-        let s = &self.shared;
-        if s.ns(deadline) >= s.armed_ns.load(Ordering::Acquire) {
-            return;
+        arm(&self.inner, deadline);
+    }
+}
+
+fn arm(inner: &Arc<Inner>, deadline: Instant) {
+    if inner.ns(deadline) >= inner.armed_ns.load(Ordering::Acquire) {
+        return;
+    }
+    let mut set = inner.set.lock();
+    if set.as_ref().is_some_and(|(at, _)| *at <= deadline) {
+        return;
+    }
+    let weak = Arc::downgrade(inner);
+    let delay = deadline.saturating_duration_since(Instant::now());
+    match inner.lp.after(0, delay, move || fire(&weak)) {
+        Ok(handle) => {
+            if let Some((_, old)) = set.replace((deadline, handle)) {
+                old.cancel();
+            }
+            inner.armed_ns.store(inner.ns(deadline), Ordering::Release);
         }
-        let mut state = s.state.lock();
-        if s.arm_locked(&mut state, deadline) {
-            s.cv.notify_one();
-        }
+        // The loop is shutting down: its calls are being failed anyway.
+        Err(e) => tracing::debug!("rpc deadline timer not set: {e}"),
+    }
+}
+
+/// The timer fired (on the loop thread).
+fn fire(weak: &Weak<Inner>) {
+    let Some(inner) = weak.upgrade() else { return };
+    {
+        let mut set = inner.set.lock();
+        *set = None;
+        inner.armed_ns.store(u64::MAX, Ordering::Release);
+    }
+    let Some(target) = inner.target.upgrade() else {
+        return;
+    };
+    let now = Instant::now();
+    let next = target.expire(now);
+    drop(target);
+    if let Some(next) = next {
+        // Never spin: a deadline already due is retried 1 ms later.
+        arm(&inner, next.max(now + Duration::from_millis(1)));
     }
 }
 
 impl Drop for DeadlineTimer {
     fn drop(&mut self) {
-        self.shared.state.lock().stop = true;
-        self.shared.cv.notify_one();
-        if let Some(t) = self.thread.take() {
-            // Not from the timer thread itself (a waker it ran might drop
-            // the last client handle): it exits on its own then.
-            if t.thread().id() != std::thread::current().id() {
-                let _ = t.join();
-            }
-        }
-    }
-}
-
-fn run(shared: &Shared, target: &Weak<dyn Expire>) {
-    let mut state = shared.state.lock();
-    loop {
-        if state.stop {
-            return;
-        }
-        let now = Instant::now();
-        match state.wake_at {
-            None => shared.cv.wait(&mut state),
-            Some(at) if at > now => {
-                let _ = shared.cv.wait_until(&mut state, at);
-            }
-            Some(_) => {
-                state.wake_at = None;
-                shared.armed_ns.store(u64::MAX, Ordering::Release);
-                drop(state);
-                let Some(target) = target.upgrade() else {
-                    return;
-                };
-                let next = target.expire(now);
-                drop(target);
-                state = shared.state.lock();
-                if let Some(next) = next {
-                    // Never spin: a deadline already due is retried 1 ms later.
-                    let next = next.max(now + Duration::from_millis(1));
-                    shared.arm_locked(&mut state, next);
-                }
-            }
+        if let Some((_, handle)) = self.inner.set.lock().take() {
+            handle.cancel();
         }
     }
 }

@@ -19,8 +19,8 @@
 //! those futures to take its outcome sends everything staged. One
 //! `sendmsg` per wave of responses instead of one per call — under load
 //! this cut the server's CPU per call about fivefold (BENCHMARKS.md). The
-//! client's timer thread sends anything left staged within a millisecond,
-//! should a woken future never be polled.
+//! client's deadline timer (a timer on the client loop) sends anything left
+//! staged within a millisecond, should a woken future never be polled.
 //!
 //! Responses are read on the client loop thread: `on_request` hands the
 //! input to [`ClientSession::handle_input`], which completes the calls
@@ -30,7 +30,7 @@
 //! calls to that slot fail fast with the same UNAVAILABLE for
 //! [`ClientOptions::reconnect_backoff`].
 //!
-//! With [`ClientOptions::keepalive`] on, the timer thread also pings every
+//! With [`ClientOptions::keepalive`] on, the same timer also pings every
 //! connection on which nothing was read for the keepalive interval and
 //! closes one that stays silent for the keepalive timeout after its ping
 //! (see [`Keepalive`]); the cluster client ejects its instance at once.
@@ -79,7 +79,7 @@ pub(crate) struct ConnSession {
     conn: Connection,
     session: ClientSession,
     /// The client's deadline timer (also the safety net of deferred sends).
-    timer: Arc<OnceLock<Option<DeadlineTimer>>>,
+    timer: Arc<DeadlineTimer>,
     staged: Mutex<LinkBuffer>,
     /// Bytes were staged since the flusher last took them.
     pending: AtomicBool,
@@ -277,9 +277,7 @@ impl Flush for ConnSession {
         // The timer kicks every connection when it wakes: the request goes
         // out within a millisecond even if the woken futures it waits for
         // are never polled.
-        if let Some(Some(timer)) = self.timer.get() {
-            timer.arm(Instant::now() + Duration::from_millis(1));
-        }
+        self.timer.arm(Instant::now() + Duration::from_millis(1));
     }
 }
 
@@ -361,7 +359,7 @@ struct Slot {
 pub(crate) struct ClientLoop {
     lp: EventLoop,
     registry: Arc<Registry>,
-    timer: Arc<OnceLock<Option<DeadlineTimer>>>,
+    timer: Arc<DeadlineTimer>,
 }
 
 impl ClientLoop {
@@ -378,10 +376,12 @@ impl ClientLoop {
                 limits: options.limits,
             })
             .map_err(|e| Status::unavailable(format!("cannot start the client loop: {e}")))?;
+        let target = Arc::downgrade(&registry) as Weak<dyn Expire>;
+        let timer = Arc::new(DeadlineTimer::new(lp.clone(), target));
         Ok(Arc::new(ClientLoop {
             lp,
             registry,
-            timer: Arc::new(OnceLock::new()),
+            timer,
         }))
     }
 
@@ -523,10 +523,10 @@ impl NetClient {
                     .close(Status::unavailable("connection to the server lost"));
             }
         });
-        if let Some(ka) = self.options.keepalive
-            && let Some(timer) = self.timer()
-        {
-            timer.arm(Instant::now() + ka.interval.min(ka.interval_with_calls));
+        if let Some(ka) = self.options.keepalive {
+            self.shared
+                .timer
+                .arm(Instant::now() + ka.interval.min(ka.interval_with_calls));
         }
         Ok(cs)
     }
@@ -649,26 +649,11 @@ impl NetClient {
         opened
     }
 
-    /// Makes sure an unpolled future still fails at its deadline (and
-    /// starts the timer that also backs deferred sends).
+    /// Makes sure an unpolled future still fails at its deadline.
     pub(crate) fn watch_deadline(&self, deadline: Option<Instant>) {
-        if let (Some(timer), Some(deadline)) = (self.timer(), deadline) {
-            timer.arm(deadline);
+        if let Some(deadline) = deadline {
+            self.shared.timer.arm(deadline);
         }
-    }
-
-    /// The client loop's timer thread, started on first use.
-    fn timer(&self) -> Option<&DeadlineTimer> {
-        self.shared
-            .timer
-            .get_or_init(|| {
-                let target: Weak<dyn Expire> =
-                    Arc::downgrade(&self.shared.registry) as Weak<dyn Expire>;
-                DeadlineTimer::start("ferropoll-rpc-timer", target)
-                    .map_err(|e| tracing::error!("cannot start the rpc deadline timer: {e}"))
-                    .ok()
-            })
-            .as_ref()
     }
 
     pub(crate) fn oneway<Req: EncodeBody + ?Sized>(

@@ -88,7 +88,7 @@
 //! Both types carry a complete example.
 //!
 //! Every instance of one cluster client shares one client loop thread (and
-//! one deadline timer thread); an instance is dialed by its first call.
+//! the deadline timer on it); an instance is dialed by its first call.
 //! DNS and etcd run on one small internal tokio runtime thread, started by
 //! the first source that needs it; the public API stays blocking and
 //! runtime-agnostic, like the rest of the crate.
