@@ -209,7 +209,8 @@ impl Default for ClientOptions {
 ///     }
 /// }
 ///
-/// let mut builder = Server::builder().num_loops(1);
+/// let mut builder = Server::builder();
+/// builder.num_loops(1);
 /// builder.register(Upper)?;
 /// let server = builder.build()?;
 /// let addr = server.listen(Listener::bind_tcp("127.0.0.1:0")?)?;
@@ -248,10 +249,15 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// INVALID_ARGUMENT for an address that does not resolve; UNAVAILABLE
+    /// INVALID_ARGUMENT for an address that does not resolve or limits
+    /// that fail [`Limits::validate`]; UNAVAILABLE
     /// when a connection cannot be established within
     /// [`ClientOptions::connect_timeout`] (or the client loop cannot start).
     pub fn connect(addr: &str, options: ClientOptions) -> Result<Client, Status> {
+        options
+            .limits
+            .validate()
+            .map_err(|why| Status::invalid_argument(format!("client limits: {why}")))?;
         let target = match addr.strip_prefix("unix:") {
             Some(path) if !path.is_empty() => Target::Unix(path.into()),
             _ => {

@@ -72,6 +72,49 @@ impl Limits {
     };
 }
 
+impl Limits {
+    /// Checks that the limits can work: non-zero frame, header and
+    /// in-flight sizes, a stream window of at least the initial 64 KiB.
+    /// Builders call it and refuse bad limits instead of adjusting them.
+    ///
+    /// ```
+    /// use ferropoll_rpc::Limits;
+    /// assert!(Limits::DEFAULT.validate().is_ok());
+    /// let tiny = Limits { stream_window: 1024, ..Limits::DEFAULT };
+    /// assert!(tiny.validate().unwrap_err().contains("stream_window"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming the first bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        let min_frame = 64;
+        if self.max_body_len < min_frame {
+            return Err(format!(
+                "max_body_len {} is below {min_frame} bytes",
+                self.max_body_len
+            ));
+        }
+        if self.max_header_len == 0 || self.max_header_len > self.max_body_len {
+            return Err(format!(
+                "max_header_len {} must be in 1..=max_body_len ({})",
+                self.max_header_len, self.max_body_len
+            ));
+        }
+        if self.max_in_flight == 0 {
+            return Err("max_in_flight must not be 0".to_owned());
+        }
+        if self.stream_window < crate::stream::INITIAL_WINDOW {
+            return Err(format!(
+                "stream_window {} is below the initial window ({} bytes)",
+                self.stream_window,
+                crate::stream::INITIAL_WINDOW
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits::DEFAULT

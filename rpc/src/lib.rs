@@ -16,7 +16,8 @@
 //! }
 //!
 //! // Over a socket...
-//! let mut builder = Server::builder().num_loops(1);
+//! let mut builder = Server::builder();
+//! builder.num_loops(1);
 //! builder.register(Upper)?;
 //! let server = builder.build()?;
 //! let addr = server.listen(Listener::bind_tcp("127.0.0.1:0")?)?;

@@ -52,6 +52,10 @@ use crate::task;
 /// pool for pool-dispatched methods. Other transport settings are reachable
 /// through [`event_loop`](ServerBuilder::event_loop).
 ///
+/// Setters take `&mut self` and chain; [`build`](ServerBuilder::build)
+/// checks the settings and refuses bad ones (a zero loop count, zero
+/// timeouts, unusable [`Limits`]) rather than adjusting them.
+///
 /// ```
 /// use std::time::Duration;
 /// use ferropoll_rpc::{Context, Dispatch, LinkBuffer, Reply, Server, Service};
@@ -65,7 +69,8 @@ use crate::task;
 ///     }
 /// }
 ///
-/// let mut builder = Server::builder().num_loops(1).idle_timeout(Some(Duration::from_secs(60)));
+/// let mut builder = Server::builder();
+/// builder.num_loops(1).idle_timeout(Some(Duration::from_secs(60)));
 /// builder.register(Upper)?.method_dispatch("Slow", Dispatch::Pool)?;
 /// let server = builder.build()?;
 /// let addr = server.listen(ferropoll_rpc::Listener::bind_tcp("127.0.0.1:0")?)?;
@@ -78,6 +83,9 @@ pub struct ServerBuilder {
     loops: ferropoll_transport::Builder,
     pool: Option<Pool>,
     idle_timeout: Option<Duration>,
+    /// The first bad setting, reported by `build`.
+    invalid: Option<String>,
+    built: bool,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -103,29 +111,33 @@ impl Default for ServerBuilder {
             loops,
             pool: None,
             idle_timeout: None,
+            invalid: None,
+            built: false,
         }
     }
 }
 
 impl ServerBuilder {
     /// Event-loop threads (default: one per core).
-    #[must_use = "builder setters return the changed builder"]
-    pub fn num_loops(mut self, n: usize) -> Self {
+    pub fn num_loops(&mut self, n: usize) -> &mut Self {
+        self.check(n > 0, "num_loops must not be 0");
         self.loops.num_loops(n);
         self
     }
 
     /// Frame, header, metadata and in-flight limits of every connection.
-    #[must_use = "builder setters return the changed builder"]
-    pub fn limits(mut self, limits: Limits) -> Self {
+    pub fn limits(&mut self, limits: Limits) -> &mut Self {
         self.engine.set_limits(limits);
         self
     }
 
     /// How long a partial frame may make no progress before its connection
     /// is closed (default 30 s; `None`: forever).
-    #[must_use = "builder setters return the changed builder"]
-    pub fn read_timeout(mut self, d: Option<Duration>) -> Self {
+    pub fn read_timeout(&mut self, d: Option<Duration>) -> &mut Self {
+        self.check(
+            d != Some(Duration::ZERO),
+            "read_timeout must not be zero (None: no timeout)",
+        );
         self.loops.read_timeout(d);
         self
     }
@@ -134,8 +146,11 @@ impl ServerBuilder {
     /// read them) before the connection is closed; also bounds how long a
     /// pool handler's reply waits for room under the output high-water mark
     /// (default 30 s; `None`: forever).
-    #[must_use = "builder setters return the changed builder"]
-    pub fn write_timeout(mut self, d: Option<Duration>) -> Self {
+    pub fn write_timeout(&mut self, d: Option<Duration>) -> &mut Self {
+        self.check(
+            d != Some(Duration::ZERO),
+            "write_timeout must not be zero (None: no timeout)",
+        );
         self.loops.write_timeout(d);
         self
     }
@@ -148,9 +163,12 @@ impl ServerBuilder {
     /// method is idempotent), so keep this long — minutes — where clients
     /// call rarely. (The transport's own idle timeout, settable through
     /// [`event_loop`](Self::event_loop), counts pings as traffic.)
-    #[must_use = "builder setters return the changed builder"]
-    pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
-        self.idle_timeout = d.filter(|d| !d.is_zero());
+    pub fn idle_timeout(&mut self, d: Option<Duration>) -> &mut Self {
+        self.check(
+            d != Some(Duration::ZERO),
+            "idle_timeout must not be zero (None: no timeout)",
+        );
+        self.idle_timeout = d;
         self
     }
 
@@ -158,23 +176,21 @@ impl ServerBuilder {
     /// more than every 250 ms without a call between, two strikes
     /// tolerated); a client that pings more often is sent an ERROR frame
     /// (RESOURCE_EXHAUSTED, "too many pings") and closed.
-    #[must_use = "builder setters return the changed builder"]
-    pub fn ping_policy(mut self, policy: PingPolicy) -> Self {
+    pub fn ping_policy(&mut self, policy: PingPolicy) -> &mut Self {
         self.engine.set_ping_policy(policy);
         self
     }
 
     /// Most open connections; more are accepted and closed at once.
-    #[must_use = "builder setters return the changed builder"]
-    pub fn max_connections(mut self, n: usize) -> Self {
+    pub fn max_connections(&mut self, n: usize) -> &mut Self {
+        self.check(n > 0, "max_connections must not be 0");
         self.loops.max_connections(n);
         self
     }
 
     /// The pool that runs [`Dispatch::Pool`](crate::Dispatch::Pool) methods
     /// (default: gopool's process-wide pool).
-    #[must_use = "builder setters return the changed builder"]
-    pub fn pool(mut self, pool: Pool) -> Self {
+    pub fn pool(&mut self, pool: Pool) -> &mut Self {
         self.pool = Some(pool);
         self
     }
@@ -222,17 +238,41 @@ impl ServerBuilder {
         self
     }
 
-    /// Starts the event loops (nothing is accepted until
-    /// [`Server::listen`]).
+    /// Remembers the first setting that fails `ok`, for `build`.
+    fn check(&mut self, ok: bool, why: &str) {
+        if !ok && self.invalid.is_none() {
+            self.invalid = Some(why.to_owned());
+        }
+    }
+
+    /// Checks the settings and starts the event loops (nothing is accepted
+    /// until [`Server::listen`]). The registered services move to the
+    /// server: a builder builds once.
     ///
     /// # Errors
     ///
-    /// The loops could not be created (epoll, eventfd or thread creation failed).
-    pub fn build(mut self) -> io::Result<Server> {
+    /// `InvalidInput` for a bad setting (named in the message) or a second
+    /// `build`; otherwise the loops could not be created (epoll, eventfd or
+    /// thread creation failed).
+    pub fn build(&mut self) -> io::Result<Server> {
+        let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+        if self.built {
+            return Err(invalid(
+                "this ServerBuilder has built its server already".to_owned(),
+            ));
+        }
+        if let Some(why) = &self.invalid {
+            return Err(invalid(format!("server settings: {why}")));
+        }
+        self.engine
+            .limits()
+            .validate()
+            .map_err(|why| invalid(format!("server limits: {why}")))?;
+        self.built = true;
         self.loops.dispatch(ferropoll_transport::Dispatch::Inline);
         let shared = Arc::new(Shared {
-            engine: self.engine,
-            pool: self.pool,
+            engine: std::mem::take(&mut self.engine),
+            pool: self.pool.take(),
             busy: AtomicUsize::new(0),
             drained: Mutex::new(()),
             drained_cv: Condvar::new(),

@@ -209,7 +209,8 @@ impl Fixture {
             }
         });
         let seen = Arc::new(Seen::default());
-        let mut builder = Server::builder().num_loops(1).limits(Limits::default());
+        let mut builder = Server::builder();
+        builder.num_loops(1).limits(Limits::default());
         builder
             .register(StreamsAsyncServer::new(AsyncImpl {
                 seen: Arc::clone(&seen),

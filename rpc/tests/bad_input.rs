@@ -414,9 +414,8 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
 #[test]
 fn every_bad_input_gets_an_error_or_a_close_and_harms_no_one_else() {
     let leaks = LeakCheck::new();
-    let mut b = Server::builder()
-        .num_loops(2)
-        .read_timeout(Some(Duration::from_secs(2)));
+    let mut b = Server::builder();
+    b.num_loops(2).read_timeout(Some(Duration::from_secs(2)));
     b.register(EchoServer::new(EchoImpl::default())).unwrap();
     let server = b.build().unwrap();
     let addr = server
@@ -491,7 +490,8 @@ fn every_bad_input_gets_an_error_or_a_close_and_harms_no_one_else() {
 #[test]
 fn a_flood_of_stream_openings_is_bounded_per_connection() {
     let leaks = LeakCheck::new();
-    let mut b = Server::builder().num_loops(1);
+    let mut b = Server::builder();
+    b.num_loops(1);
     b.register(EchoServer::new(EchoImpl::default())).unwrap();
     let server = b.build().unwrap();
     let addr = server
@@ -547,7 +547,8 @@ fn a_flood_of_stream_openings_is_bounded_per_connection() {
 #[test]
 fn a_stream_of_random_garbage_on_many_connections_at_once() {
     let leaks = LeakCheck::new();
-    let mut b = Server::builder().num_loops(2);
+    let mut b = Server::builder();
+    b.num_loops(2);
     b.register(EchoServer::new(EchoImpl::default())).unwrap();
     let server = b.build().unwrap();
     let addr = server

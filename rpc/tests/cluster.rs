@@ -178,7 +178,8 @@ fn serve(
     state: &Arc<NodeState>,
     echo: &Arc<EchoImpl>,
 ) -> (Server, SocketAddr) {
-    let mut b = Server::builder().num_loops(1);
+    let mut b = Server::builder();
+    b.num_loops(1);
     b.register(NodeService {
         name: name.to_owned(),
         state: Arc::clone(state),

@@ -230,7 +230,8 @@ fn serve(
     calls: &Arc<AtomicUsize>,
     echo: &Arc<EchoImpl>,
 ) -> (Server, SocketAddr) {
-    let mut b = Server::builder().num_loops(1);
+    let mut b = Server::builder();
+    b.num_loops(1);
     b.register(NodeService {
         name: name.to_owned(),
         calls: Arc::clone(calls),

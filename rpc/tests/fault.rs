@@ -51,7 +51,8 @@ fn a_client_that_never_reads_cannot_grow_the_server() {
     const PAYLOAD: usize = 64 << 10;
     const CALLS: usize = 400; // 25 MiB each way
     let leaks = LeakCheck::new();
-    let mut b = Server::builder().num_loops(1);
+    let mut b = Server::builder();
+    b.num_loops(1);
     b.event_loop()
         .input_high_water(MARK)
         .output_high_water(MARK);
@@ -136,7 +137,8 @@ fn small_requests_for_large_responses_stop_at_the_output_mark() {
     const CALLS: usize = 1000;
     let leaks = LeakCheck::new();
     let ran = Arc::new(AtomicUsize::new(0));
-    let mut b = Server::builder().num_loops(1);
+    let mut b = Server::builder();
+    b.num_loops(1);
     b.event_loop().output_high_water(MARK);
     b.register(Big(ran.clone())).unwrap();
     let server = b.build().unwrap();
@@ -200,7 +202,8 @@ impl Service for Slow {
 }
 
 fn rpc_server(port: u16) -> (Server, u16) {
-    let mut b = Server::builder().num_loops(2);
+    let mut b = Server::builder();
+    b.num_loops(2);
     b.register(EchoServer::new(EchoImpl::default())).unwrap();
     b.register(Slow).unwrap();
     let server = b.build().unwrap();
@@ -307,7 +310,8 @@ fn large_calls_from_many_callers_do_not_wedge_both_output_marks() {
     const CALLERS: usize = 32;
     const PAYLOAD: usize = 1 << 20;
     let leaks = LeakCheck::new();
-    let mut b = Server::builder().num_loops(1);
+    let mut b = Server::builder();
+    b.num_loops(1);
     b.event_loop()
         .input_high_water(MARK)
         .output_high_water(MARK);

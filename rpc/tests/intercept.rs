@@ -260,7 +260,7 @@ fn num(value: i64) -> Num {
     }
 }
 
-fn serve(builder: ServerBuilder) -> (Server, String) {
+fn serve(mut builder: ServerBuilder) -> (Server, String) {
     let server = builder.build().unwrap();
     let addr = server
         .listen(ferropoll_rpc::Listener::bind_tcp("127.0.0.1:0").unwrap())
@@ -270,7 +270,8 @@ fn serve(builder: ServerBuilder) -> (Server, String) {
 }
 
 fn sync_server(service: &Arc<Sync>, next: Dispatch) -> ServerBuilder {
-    let mut builder = Server::builder().num_loops(1);
+    let mut builder = Server::builder();
+    builder.num_loops(1);
     builder
         .register(StreamsServer::new(Arc::clone(service)))
         .unwrap()
@@ -371,7 +372,8 @@ fn every_dispatch_path_ends_each_call_once() {
             "inline" => sync_server(&Arc::new(Sync::default()), Dispatch::Inline),
             "pool" => sync_server(&Arc::new(Sync::default()), Dispatch::Pool),
             _ => {
-                let mut b = Server::builder().num_loops(1);
+                let mut b = Server::builder();
+                b.num_loops(1);
                 b.register(StreamsAsyncServer::new(Async {
                     rt: rt.handle().clone(),
                 }))
@@ -495,7 +497,8 @@ fn tracing_propagates_traceparent_through_a_nested_call() {
         options
     };
     // B, the downstream, with async handlers; A calls it from its handler.
-    let mut b = Server::builder().num_loops(1);
+    let mut b = Server::builder();
+    b.num_loops(1);
     b.register(StreamsAsyncServer::new(Async {
         rt: rt.handle().clone(),
     }))

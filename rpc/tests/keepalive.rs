@@ -75,8 +75,8 @@ impl Drop for SilentServer {
     }
 }
 
-fn echo_server(b: ferropoll_rpc::ServerBuilder) -> (Server, String) {
-    let mut b = b.num_loops(1);
+fn echo_server(b: &mut ferropoll_rpc::ServerBuilder) -> (Server, String) {
+    b.num_loops(1);
     b.register(EchoServer::new(EchoImpl::default())).unwrap();
     let server = b.build().unwrap();
     let addr = server
@@ -257,7 +257,7 @@ fn a_client_that_pings_too_often_is_told_and_closed_and_a_polite_one_is_not() {
     assert!(got.iter().all(|(k, _)| *k == MessageType::Pong), "{got:?}");
     assert_eq!(got.len(), 4);
     // The default client keepalive passes the default policy.
-    let (server2, addr2) = echo_server(Server::builder());
+    let (server2, addr2) = echo_server(&mut Server::builder());
     let client = Client::connect(
         &addr2,
         options(Some(Keepalive {
@@ -318,7 +318,7 @@ fn the_server_idle_timeout_ignores_pings_and_spares_connections_with_calls() {
 fn a_cluster_client_ejects_a_silent_instance_at_once_and_loses_no_idempotent_call() {
     let leaks = LeakCheck::new();
     let silent = SilentServer::start();
-    let (server, addr) = echo_server(Server::builder());
+    let (server, addr) = echo_server(&mut Server::builder());
     let client = Client::cluster(StaticDiscover::from_addrs([
         silent.addr.clone(),
         addr.clone(),

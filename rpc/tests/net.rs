@@ -68,12 +68,12 @@ fn build_server(
     limits: Limits,
     pool: Option<ferropoll_gopool::Pool>,
 ) -> (Server, Arc<Slow>, Arc<EchoImpl>) {
-    let mut b = Server::builder()
-        .num_loops(2)
+    let mut b = Server::builder();
+    b.num_loops(2)
         .limits(limits)
         .read_timeout(Some(Duration::from_millis(300)));
     if let Some(pool) = pool {
-        b = b.pool(pool);
+        b.pool(pool);
     }
     let echo = Arc::new(EchoImpl::default());
     b.register(EchoServer::new(SharedEcho(Arc::clone(&echo))))
@@ -704,4 +704,73 @@ fn a_deferred_request_goes_out_even_if_the_woken_futures_never_run() {
     t.server.shutdown(Duration::from_secs(5)).unwrap();
     drop(t);
     leaks.assert_clean();
+}
+
+#[test]
+fn builders_refuse_bad_settings_instead_of_adjusting_them() {
+    let _leaks = LeakCheck::new();
+    let refused = |b: &mut ferropoll_rpc::ServerBuilder, what: &str| {
+        let err = b.build().expect_err(what);
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::InvalidInput,
+            "{what}: {err}"
+        );
+        assert!(err.to_string().contains(what), "{what}: {err}");
+    };
+    refused(Server::builder().num_loops(0), "num_loops");
+    refused(Server::builder().max_connections(0), "max_connections");
+    refused(
+        Server::builder().idle_timeout(Some(Duration::ZERO)),
+        "idle_timeout",
+    );
+    refused(
+        Server::builder().read_timeout(Some(Duration::ZERO)),
+        "read_timeout",
+    );
+    refused(
+        Server::builder().limits(Limits {
+            stream_window: 1,
+            ..Limits::DEFAULT
+        }),
+        "stream_window",
+    );
+    refused(
+        Server::builder().limits(Limits {
+            max_in_flight: 0,
+            ..Limits::DEFAULT
+        }),
+        "max_in_flight",
+    );
+
+    // A good builder builds once; the services went to the first server.
+    let mut b = Server::builder();
+    b.num_loops(1);
+    b.register(EchoServer::new(EchoImpl::default())).unwrap();
+    let server = b.build().unwrap();
+    refused(&mut b, "built its server already");
+    server.shutdown(Duration::from_secs(1)).unwrap();
+
+    // The client side: limits checked at connect, cluster settings at build.
+    let bad = ClientOptions {
+        limits: Limits {
+            max_header_len: 0,
+            ..Limits::DEFAULT
+        },
+        ..ClientOptions::default()
+    };
+    let err = Client::connect("127.0.0.1:1", bad).unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("max_header_len"), "{err}");
+
+    let discover = ferropoll_rpc::cluster::StaticDiscover::from_addrs(["127.0.0.1:1"]);
+    let err = Client::cluster(discover)
+        .health(ferropoll_rpc::cluster::HealthConfig {
+            tick: Duration::ZERO,
+            ..Default::default()
+        })
+        .build()
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("tick"), "{err}");
 }

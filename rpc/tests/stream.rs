@@ -129,7 +129,8 @@ struct Fixture {
 impl Fixture {
     fn start(limits: Limits) -> Fixture {
         let seen = Arc::new(Seen::default());
-        let mut builder = Server::builder().num_loops(1).limits(limits);
+        let mut builder = Server::builder();
+        builder.num_loops(1).limits(limits);
         builder
             .register(StreamsServer::new(StreamsImpl(Arc::clone(&seen))))
             .unwrap();
@@ -558,7 +559,8 @@ impl Service for EchoV1 {
 #[test]
 fn a_new_client_against_a_version_1_service() {
     let leaks = LeakCheck::new();
-    let mut builder = Server::builder().num_loops(1);
+    let mut builder = Server::builder();
+    builder.num_loops(1);
     builder.register(EchoV1).unwrap();
     let server = builder.build().unwrap();
     let addr = server

@@ -44,7 +44,8 @@ struct Args {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     ferropoll_examples::init_tracing();
     let args = Args::parse();
-    let mut builder = Server::builder().num_loops(args.loops.max(1));
+    let mut builder = Server::builder();
+    builder.num_loops(args.loops.max(1));
     builder.register(EchoServer::new(EchoService))?;
     let server = builder.build()?;
     let addr = server.listen(Listener::bind_tcp(&args.addr)?)?;

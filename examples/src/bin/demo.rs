@@ -61,7 +61,8 @@ fn show<T: std::fmt::Debug>(what: &str, took: Duration, outcome: &Result<T, Stat
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The server: two event loops, handlers inline except demo.Slow.
-    let mut builder = Server::builder().num_loops(2);
+    let mut builder = Server::builder();
+    builder.num_loops(2);
     builder.register(echo::EchoServer::new(EchoService))?;
     builder.register(kv::KvServer::new(MemKv::default()))?;
     builder.register(Slow)?;

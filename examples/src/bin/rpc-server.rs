@@ -66,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let mut builder = Server::builder();
     if let Some(n) = args.loops {
-        builder = builder.num_loops(n);
+        builder.num_loops(n);
     }
     match args.handlers {
         Handlers::Sync => {

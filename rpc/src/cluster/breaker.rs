@@ -41,6 +41,35 @@ pub struct BreakerConfig {
     pub enabled: bool,
 }
 
+impl BreakerConfig {
+    /// Checks the settings (the cluster builder calls it).
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming the first bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.buckets == 0 || self.window.is_zero() {
+            return Err("breaker window and buckets must not be zero".to_owned());
+        }
+        if self.window / self.buckets < Duration::from_millis(1) {
+            return Err(format!(
+                "breaker buckets of {:?} / {} are under 1 ms",
+                self.window, self.buckets
+            ));
+        }
+        if self.failure_percent == 0 || self.failure_percent > 100 {
+            return Err(format!(
+                "failure_percent {} must be in 1..=100",
+                self.failure_percent
+            ));
+        }
+        if self.probes == 0 {
+            return Err("breaker probes must not be 0".to_owned());
+        }
+        Ok(())
+    }
+}
+
 impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {

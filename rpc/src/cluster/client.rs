@@ -53,7 +53,8 @@ use crate::stream::StreamShared;
 /// let mut addrs = Vec::new();
 /// let mut servers = Vec::new();
 /// for _ in 0..2 {
-///     let mut b = Server::builder().num_loops(1);
+///     let mut b = Server::builder();
+///     b.num_loops(1);
 ///     b.register(Upper)?;
 ///     let server = b.build()?;
 ///     addrs.push(server.listen(Listener::bind_tcp("127.0.0.1:0")?)?.to_string());
@@ -107,53 +108,63 @@ impl ClusterBuilder {
     }
 
     /// How a call picks an instance.
-    #[must_use = "builder setters return the changed builder"]
-    pub fn balancer(mut self, balancer: impl Balancer) -> ClusterBuilder {
+    pub fn balancer(&mut self, balancer: impl Balancer) -> &mut ClusterBuilder {
         self.balancer = Arc::new(balancer);
         self
     }
 
     /// Which methods are retried, how often, within which budget.
-    #[must_use = "builder setters return the changed builder"]
-    pub fn retry(mut self, policy: RetryPolicy) -> ClusterBuilder {
+    pub fn retry(&mut self, policy: RetryPolicy) -> &mut ClusterBuilder {
         self.retry = policy;
         self
     }
 
     /// The per-instance circuit breaker.
-    #[must_use = "builder setters return the changed builder"]
-    pub fn breaker(mut self, cfg: BreakerConfig) -> ClusterBuilder {
+    pub fn breaker(&mut self, cfg: BreakerConfig) -> &mut ClusterBuilder {
         self.breaker = cfg;
         self
     }
 
     /// Ejection backoff and the health timer.
-    #[must_use = "builder setters return the changed builder"]
-    pub fn health(mut self, cfg: HealthConfig) -> ClusterBuilder {
+    pub fn health(&mut self, cfg: HealthConfig) -> &mut ClusterBuilder {
         self.health = cfg;
         self
     }
 
     /// The options of each instance's connections (timeouts, connections
     /// per instance, limits).
-    #[must_use = "builder setters return the changed builder"]
-    pub fn options(mut self, options: ClientOptions) -> ClusterBuilder {
+    pub fn options(&mut self, options: ClientOptions) -> &mut ClusterBuilder {
         self.options = options;
         self
     }
 
-    /// Starts the shared client loop and its health timer. Nothing is
-    /// dialed yet: each instance's first call dials it.
+    /// Checks the settings, starts the shared client loop and its health
+    /// timer. Nothing is dialed yet: each instance's first call dials it.
+    /// The builder can build again (another client, its own loop).
     ///
     /// # Errors
     ///
+    /// INVALID_ARGUMENT for a bad setting (named in the message: a zero
+    /// health tick, breaker buckets under 1 ms, unusable limits, ...);
     /// UNAVAILABLE if the client loop or its timer cannot start.
-    pub fn build(self) -> Result<Client, Status> {
+    pub fn build(&mut self) -> Result<Client, Status> {
+        let invalid =
+            |what: &str, why: String| Status::invalid_argument(format!("cluster {what}: {why}"));
+        self.health
+            .validate()
+            .map_err(|why| invalid("health", why))?;
+        self.breaker
+            .validate()
+            .map_err(|why| invalid("breaker", why))?;
+        self.options
+            .limits
+            .validate()
+            .map_err(|why| invalid("limits", why))?;
         let shared = ClientLoop::start(&self.options)?;
         let core = Arc::new(ClusterCore {
-            discover: self.discover,
-            balancer: self.balancer,
-            retry: self.retry,
+            discover: Arc::clone(&self.discover),
+            balancer: Arc::clone(&self.balancer),
+            retry: self.retry.clone(),
             breaker: self.breaker,
             health: self.health,
             options: self.options.clone(),
@@ -168,20 +179,16 @@ impl ClusterBuilder {
         let timer = core
             .shared
             .event_loop()
-            .every(
-                0,
-                core.health.tick.max(std::time::Duration::from_millis(1)),
-                move || {
-                    if let Some(core) = weak.upgrade() {
-                        core.tick();
-                    }
-                },
-            )
+            .every(0, core.health.tick, move || {
+                if let Some(core) = weak.upgrade() {
+                    core.tick();
+                }
+            })
             .map_err(|e| Status::unavailable(format!("cannot start the health timer: {e}")))?;
         *core.tick.lock() = Some(timer);
         Ok(Client::from_backend(
             Arc::new(ClusterBackend(core)),
-            self.options,
+            self.options.clone(),
         ))
     }
 }

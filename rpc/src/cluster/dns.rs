@@ -43,8 +43,7 @@ pub struct DnsDiscoverBuilder {
 impl DnsDiscoverBuilder {
     /// The port of every instance found through A/AAAA records (required
     /// unless [`srv`](Self::srv)).
-    #[must_use = "builder setters return the changed builder"]
-    pub fn port(mut self, port: u16) -> Self {
+    pub fn port(&mut self, port: u16) -> &mut Self {
         self.port = Some(port);
         self
     }
@@ -52,31 +51,27 @@ impl DnsDiscoverBuilder {
     /// Looks up SRV records instead: each names an instance's host (whose
     /// A/AAAA records give its addresses) and port; its weight becomes the
     /// instance's weight.
-    #[must_use = "builder setters return the changed builder"]
-    pub fn srv(mut self) -> Self {
+    pub fn srv(&mut self) -> &mut Self {
         self.srv = true;
         self
     }
 
     /// Asks this name server (UDP, then TCP) instead of `/etc/resolv.conf`'s;
     /// call again to add more.
-    #[must_use = "builder setters return the changed builder"]
-    pub fn name_server(mut self, addr: SocketAddr) -> Self {
+    pub fn name_server(&mut self, addr: SocketAddr) -> &mut Self {
         self.name_servers.push(addr);
         self
     }
 
-    /// How often the name is resolved again. Default 5 s.
-    #[must_use = "builder setters return the changed builder"]
-    pub fn interval(mut self, d: Duration) -> Self {
-        self.interval = d.max(Duration::from_millis(10));
+    /// How often the name is resolved again (at least 10 ms). Default 5 s.
+    pub fn interval(&mut self, d: Duration) -> &mut Self {
+        self.interval = d;
         self
     }
 
-    /// Longest wait for one resolution. Default 5 s.
-    #[must_use = "builder setters return the changed builder"]
-    pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = d.max(Duration::from_millis(10));
+    /// Longest wait for one resolution (at least 10 ms). Default 5 s.
+    pub fn timeout(&mut self, d: Duration) -> &mut Self {
+        self.timeout = d;
         self
     }
 
@@ -84,11 +79,19 @@ impl DnsDiscoverBuilder {
     ///
     /// # Errors
     ///
-    /// INVALID_ARGUMENT without a port for A/AAAA lookups or with a name
-    /// that is not a DNS name; UNAVAILABLE when the first lookup fails
+    /// INVALID_ARGUMENT without a port for A/AAAA lookups, with a name
+    /// that is not a DNS name or an interval or timeout under 10 ms;
+    /// UNAVAILABLE when the first lookup fails
     /// (the name server is unreachable, the name has no records) or the
     /// system configuration cannot be read.
-    pub fn build(self) -> Result<DnsDiscover, Status> {
+    pub fn build(&mut self) -> Result<DnsDiscover, Status> {
+        let min = Duration::from_millis(10);
+        if self.interval < min || self.timeout < min {
+            return Err(Status::invalid_argument(format!(
+                "DnsDiscover interval ({:?}) and timeout ({:?}) must be at least {min:?}",
+                self.interval, self.timeout
+            )));
+        }
         if !self.srv && self.port.is_none() {
             return Err(Status::invalid_argument(
                 "DnsDiscover needs a port for A/AAAA lookups (or .srv())",

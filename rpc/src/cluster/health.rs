@@ -28,6 +28,35 @@ pub struct HealthConfig {
     pub tick: Duration,
 }
 
+impl HealthConfig {
+    /// Checks the settings (the cluster builder calls it).
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming the first bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tick.is_zero() {
+            return Err("health tick must not be zero".to_owned());
+        }
+        if self.base_backoff.is_zero() || self.base_backoff > self.max_backoff {
+            return Err(format!(
+                "base_backoff {:?} must be non-zero and at most max_backoff {:?}",
+                self.base_backoff, self.max_backoff
+            ));
+        }
+        if self.multiplier == 0 {
+            return Err("backoff multiplier must not be 0".to_owned());
+        }
+        if self.jitter_percent > 100 {
+            return Err(format!(
+                "jitter_percent {} is over 100",
+                self.jitter_percent
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {

@@ -53,7 +53,8 @@
 //!
 //! let (mut servers, mut addrs) = (Vec::new(), Vec::new());
 //! for name in ["a", "b", "c"] {
-//!     let mut builder = Server::builder().num_loops(1);
+//!     let mut builder = Server::builder();
+//!     builder.num_loops(1);
 //!     builder.register(EchoServer::new(Named(name)))?;
 //!     let server = builder.build()?;
 //!     addrs.push(server.listen(Listener::bind_tcp("127.0.0.1:0")?)?.to_string());
