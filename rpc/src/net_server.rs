@@ -48,7 +48,8 @@ use crate::task;
 ///
 /// Defaults: one loop per core, the default [`Limits`], a 30 s read timeout
 /// (a connection whose partial frame makes no progress for that long is
-/// closed), no idle timeout, at most 100,000 connections, gopool's default
+/// closed), a 30 s write timeout (a connection whose answers stay unsent
+/// that long is closed), no idle timeout, at most 100,000 connections, gopool's default
 /// pool for pool-dispatched methods. Other transport settings are reachable
 /// through [`event_loop`](ServerBuilder::event_loop).
 ///
@@ -196,7 +197,7 @@ impl ServerBuilder {
     }
 
     /// The transport builder, for the settings not mirrored here (balance,
-    /// write timeout, keepalive, input high-water mark, backlog, thread
+    /// TCP keepalive, input and output high-water marks, backlog, thread
     /// name). Its dispatch is ignored: RPC handlers choose theirs per
     /// method.
     pub fn event_loop(&mut self) -> &mut ferropoll_transport::Builder {
