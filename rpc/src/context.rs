@@ -152,11 +152,13 @@ impl Context {
     }
 
     /// Starts the server's interceptors for this call (`Ok(None)` when
-    /// there are none).
+    /// there are none); `since`: when its request was read (the call's
+    /// duration counts from there, and no clock is read here).
     pub(crate) fn intercept(
         &mut self,
         chain: &crate::intercept::Interceptors,
         kind: crate::stream::MethodKind,
+        since: Instant,
     ) -> Result<Option<crate::intercept::CallGuard>, crate::status::Status> {
         if chain.is_empty() {
             return Ok(None);
@@ -168,7 +170,7 @@ impl Context {
             kind,
             peer: Some(self.peer.clone()),
             deadline: self.deadline,
-            since: Instant::now(),
+            since,
         };
         crate::intercept::CallGuard::start(chain, info, &mut self.metadata, Some(&self.response))
     }

@@ -340,7 +340,8 @@ impl CallEnd<'_> {
         self.message
     }
 
-    /// From the first interceptor's start to now.
+    /// The call's duration: on a server from the read that brought its
+    /// request, on a client from the first interceptor's start, to the end.
     pub fn elapsed(&self) -> Duration {
         self.elapsed
     }

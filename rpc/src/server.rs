@@ -852,7 +852,7 @@ impl ServerEngine {
             Metadata::from_entries(header.metadata),
             conn.peer.clone(),
         );
-        let guard = match ctx.intercept(&self.interceptors, method.kind) {
+        let guard = match ctx.intercept(&self.interceptors, method.kind, received_at) {
             Ok(guard) => guard,
             Err(status) => {
                 reject(status);
