@@ -366,6 +366,7 @@ impl Client {
             service: Cow::Owned(service.to_owned()),
             method: Cow::Owned(method.to_owned()),
             kind,
+            method_id: None,
             peer: None,
             deadline: options
                 .timeout

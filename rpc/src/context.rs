@@ -158,6 +158,7 @@ impl Context {
         &mut self,
         chain: &crate::intercept::Interceptors,
         kind: crate::stream::MethodKind,
+        method_id: usize,
         since: Instant,
     ) -> Result<Option<crate::intercept::CallGuard>, crate::status::Status> {
         if chain.is_empty() {
@@ -168,6 +169,7 @@ impl Context {
             service: std::borrow::Cow::Borrowed(self.service),
             method: std::borrow::Cow::Borrowed(self.method),
             kind,
+            method_id: Some(method_id),
             peer: Some(self.peer.clone()),
             deadline: self.deadline,
             since,

@@ -55,3 +55,34 @@ pub(crate) type NameMap<V> =
 
 /// A map keyed by owned strings, looked up by `&str`, hashed as names are.
 pub(crate) type StrMap<V> = std::collections::HashMap<String, V, BuildHasherDefault<NameHasher>>;
+
+/// Values by a small dense id (a registered method's
+/// [`method_id`](crate::intercept::CallStart::method_id)): an index under a
+/// read lock instead of hashing names on every call.
+pub(crate) struct IdTable<T> {
+    slots: parking_lot::RwLock<Vec<Option<T>>>,
+}
+
+impl<T> Default for IdTable<T> {
+    fn default() -> Self {
+        IdTable {
+            slots: parking_lot::RwLock::new(Vec::new()),
+        }
+    }
+}
+
+impl<T> IdTable<T> {
+    /// Runs `f` on the value of `id`, if there is one.
+    pub(crate) fn with<R>(&self, id: usize, f: impl FnOnce(&T) -> R) -> Option<R> {
+        self.slots.read().get(id).and_then(Option::as_ref).map(f)
+    }
+
+    /// Sets the value of `id`.
+    pub(crate) fn insert(&self, id: usize, value: T) {
+        let mut slots = self.slots.write();
+        if slots.len() <= id {
+            slots.resize_with(id + 1, || None);
+        }
+        slots[id] = Some(value);
+    }
+}

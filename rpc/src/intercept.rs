@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use crate::context::PeerAddr;
-use crate::hash::StrMap;
+use crate::hash::{IdTable, StrMap};
 use crate::metadata::Metadata;
 use crate::status::{Code, Status};
 use crate::stream::MethodKind;
@@ -174,6 +174,8 @@ pub(crate) struct CallInfo {
     pub(crate) service: Cow<'static, str>,
     pub(crate) method: Cow<'static, str>,
     pub(crate) kind: MethodKind,
+    /// The registered method's process-wide id (server side only).
+    pub(crate) method_id: Option<usize>,
     pub(crate) peer: Option<PeerAddr>,
     pub(crate) deadline: Option<Instant>,
     pub(crate) since: Instant,
@@ -215,6 +217,14 @@ impl CallStart<'_> {
     /// Unary or one of the streaming kinds.
     pub fn kind(&self) -> MethodKind {
         self.info.kind
+    }
+
+    /// On a server, a small number that identifies the registered method
+    /// in this process (ids are dense from 0, never reused, the same for
+    /// every call of the method): an index for per-method tables that
+    /// spares a lookup by name on every call. `None` on a client.
+    pub fn method_id(&self) -> Option<usize> {
+        self.info.method_id
     }
 
     /// The call's deadline, if it has one.
@@ -322,6 +332,14 @@ impl CallEnd<'_> {
     /// Unary or one of the streaming kinds.
     pub fn kind(&self) -> MethodKind {
         self.info.kind
+    }
+
+    /// On a server, a small number that identifies the registered method
+    /// in this process (ids are dense from 0, never reused, the same for
+    /// every call of the method): an index for per-method tables that
+    /// spares a lookup by name on every call. `None` on a client.
+    pub fn method_id(&self) -> Option<usize> {
+        self.info.method_id
     }
 
     /// The peer's address (server side).
@@ -785,7 +803,10 @@ pub struct ConcurrencyLimit {
     /// Per service, then method: the limit and the calls in flight. The
     /// methods named by [`method`](Self::method) are here from the start,
     /// the others join at their first call under the default limit.
-    slots: RwLock<StrMap<StrMap<Slot>>>,
+    slots: RwLock<StrMap<StrMap<Arc<Slot>>>>,
+    /// The server side's slots by method id (`None`: the method has no
+    /// limit): no name lookup per call.
+    by_id: IdTable<Option<Arc<Slot>>>,
 }
 
 #[derive(Debug)]
@@ -825,10 +846,10 @@ impl ConcurrencyLimit {
             .or_default()
             .insert(
                 method.to_owned(),
-                Slot {
+                Arc::new(Slot {
                     limit: max_in_flight,
                     in_flight: AtomicUsize::new(0),
-                },
+                }),
             );
         self
     }
@@ -850,11 +871,12 @@ impl ConcurrencyLimit {
             .read()
             .get(service)
             .and_then(|m| m.get(method))
-            .map(f)
+            .map(|slot| f(slot))
     }
 
-    /// Counts a call in unless its method is at its limit: `Err(in flight)`.
-    fn enter(&self, service: &str, method: &str) -> Result<(), (usize, usize)> {
+    /// Counts a call in unless its method is at its limit: `Err((in
+    /// flight, limit))`.
+    fn enter(&self, service: &str, method: &str, id: Option<usize>) -> Result<(), (usize, usize)> {
         let admit = |s: &Slot| {
             let before = s.in_flight.fetch_add(1, Ordering::AcqRel);
             if before >= s.limit {
@@ -863,28 +885,45 @@ impl ConcurrencyLimit {
             }
             Ok(())
         };
-        if let Some(r) = self.with_slot(service, method, admit) {
+        if let Some(id) = id
+            && let Some(r) = self
+                .by_id
+                .with(id, |slot| slot.as_deref().map_or(Ok(()), admit))
+        {
             return r;
         }
-        let Some(limit) = self.default else {
-            return Ok(());
-        };
+        let slot = self.slot_of(service, method);
+        if let Some(id) = id {
+            self.by_id.insert(id, slot.clone());
+        }
+        slot.map_or(Ok(()), |s| admit(&s))
+    }
+
+    /// The slot of `service`/`method`: its own, one made at the default
+    /// limit, or `None` (no limit).
+    fn slot_of(&self, service: &str, method: &str) -> Option<Arc<Slot>> {
+        if let Some(slot) = self.slots.read().get(service).and_then(|m| m.get(method)) {
+            return Some(Arc::clone(slot));
+        }
+        let limit = self.default?;
         let mut slots = self.slots.write();
         let slot = slots
             .entry(service.to_owned())
             .or_default()
             .entry(method.to_owned())
-            .or_insert(Slot {
-                limit,
-                in_flight: AtomicUsize::new(0),
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    limit,
+                    in_flight: AtomicUsize::new(0),
+                })
             });
-        admit(slot)
+        Some(Arc::clone(slot))
     }
 }
 
 impl Interceptor for ConcurrencyLimit {
     fn start(&self, call: &mut CallStart<'_>) -> Result<(), Status> {
-        self.enter(call.service(), call.method())
+        self.enter(call.service(), call.method(), call.method_id())
             .map_err(|(before, limit)| {
                 Status::resource_exhausted(format!(
                     "{before} calls of {}/{} in flight (limit {limit})",
@@ -896,8 +935,17 @@ impl Interceptor for ConcurrencyLimit {
 
     fn end(&self, call: &CallEnd<'_>) {
         // A call of a method without a slot was not counted.
-        self.with_slot(call.service(), call.method(), |s| {
-            s.in_flight.fetch_sub(1, Ordering::AcqRel)
-        });
+        let leave = |s: &Slot| {
+            s.in_flight.fetch_sub(1, Ordering::AcqRel);
+        };
+        if let Some(id) = call.method_id()
+            && self
+                .by_id
+                .with(id, |slot| slot.as_deref().map(leave))
+                .is_some()
+        {
+            return;
+        }
+        self.with_slot(call.service(), call.method(), leave);
     }
 }

@@ -2,7 +2,7 @@
 //! `metrics`).
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::hash::StrMap;
+use crate::hash::{IdTable, StrMap};
 use crate::intercept::{CallEnd, CallStart, Interceptor, Side};
 use crate::status::{Code, Status};
 
@@ -32,7 +32,7 @@ struct CodeLabels {
 }
 
 /// Per service, then per method.
-type MethodMap = StrMap<StrMap<MethodMetrics>>;
+type MethodMap = StrMap<StrMap<Arc<MethodMetrics>>>;
 
 type HistogramFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
 
@@ -78,6 +78,8 @@ pub struct MetricsInterceptor {
     registry: Registry,
     /// Per side, service and method.
     methods: RwLock<[MethodMap; 2]>,
+    /// The server side's metrics by method id: no name lookup per call.
+    by_id: IdTable<Arc<MethodMetrics>>,
 }
 
 impl fmt::Debug for MetricsInterceptor {
@@ -110,6 +112,7 @@ impl MetricsInterceptor {
             duration,
             registry,
             methods: RwLock::new([StrMap::default(), StrMap::default()]),
+            by_id: IdTable::default(),
         }
     }
 
@@ -128,21 +131,38 @@ impl MetricsInterceptor {
         out
     }
 
-    /// Runs `f` on the metrics of `service`/`method`, created at first use.
+    /// Runs `f` on the metrics of `service`/`method` (registered as
+    /// `method_id` on a server), created at first use.
     fn with_method<R>(
         &self,
         side: Side,
         service: &str,
         method: &str,
+        method_id: Option<usize>,
         f: impl FnOnce(&MethodMetrics) -> R,
     ) -> R {
-        let i = side as usize;
+        let mut f = Some(f);
+        if let Some(id) = method_id
+            && let Some(r) = self.by_id.with(id, |m| (f.take().expect("called once"))(m))
         {
-            let methods = self.methods.read();
-            if let Some(m) = methods[i].get(service).and_then(|s| s.get(method)) {
-                return f(m);
-            }
+            return r;
         }
+        let f = f.expect("not called yet");
+        let i = side as usize;
+        let found = self.methods.read()[i]
+            .get(service)
+            .and_then(|s| s.get(method))
+            .cloned();
+        let m = found.unwrap_or_else(|| self.create(side, service, method));
+        if let Some(id) = method_id {
+            self.by_id.insert(id, Arc::clone(&m));
+        }
+        f(&m)
+    }
+
+    /// The metrics of `service`/`method`, created if they are new.
+    fn create(&self, side: Side, service: &str, method: &str) -> Arc<MethodMetrics> {
+        let i = side as usize;
         let mut methods = self.methods.write();
         let m = methods[i]
             .entry(service.to_owned())
@@ -154,14 +174,14 @@ impl MetricsInterceptor {
                     service: service.to_owned(),
                     method: method.to_owned(),
                 };
-                MethodMetrics {
+                Arc::new(MethodMetrics {
                     calls: Default::default(),
                     in_flight: self.in_flight.get_or_create_owned(&labels),
                     duration: self.duration.get_or_create_owned(&labels),
                     labels,
-                }
+                })
             });
-        f(m)
+        Arc::clone(m)
     }
 }
 
@@ -190,28 +210,40 @@ fn register_into(
 
 impl Interceptor for MetricsInterceptor {
     fn start(&self, call: &mut CallStart<'_>) -> Result<(), Status> {
-        self.with_method(call.side(), call.service(), call.method(), |m| {
-            m.in_flight.inc();
-        });
+        self.with_method(
+            call.side(),
+            call.service(),
+            call.method(),
+            call.method_id(),
+            |m| {
+                m.in_flight.inc();
+            },
+        );
         Ok(())
     }
 
     fn end(&self, call: &CallEnd<'_>) {
         let code = call.code();
-        self.with_method(call.side(), call.service(), call.method(), |m| {
-            m.in_flight.dec();
-            m.duration.observe(call.elapsed().as_secs_f64());
-            m.calls[code as usize]
-                .get_or_init(|| {
-                    self.calls.get_or_create_owned(&CodeLabels {
-                        side: m.labels.side.clone(),
-                        service: m.labels.service.clone(),
-                        method: m.labels.method.clone(),
-                        code: code_name(code).to_owned(),
+        self.with_method(
+            call.side(),
+            call.service(),
+            call.method(),
+            call.method_id(),
+            |m| {
+                m.in_flight.dec();
+                m.duration.observe(call.elapsed().as_secs_f64());
+                m.calls[code as usize]
+                    .get_or_init(|| {
+                        self.calls.get_or_create_owned(&CodeLabels {
+                            side: m.labels.side.clone(),
+                            service: m.labels.service.clone(),
+                            method: m.labels.method.clone(),
+                            code: code_name(code).to_owned(),
+                        })
                     })
-                })
-                .inc();
-        });
+                    .inc();
+            },
+        );
     }
 }
 

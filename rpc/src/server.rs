@@ -56,7 +56,13 @@ impl fmt::Display for RegisterError {
 
 impl std::error::Error for RegisterError {}
 
+/// The next [`MethodEntry::id`].
+static NEXT_METHOD_ID: AtomicUsize = AtomicUsize::new(0);
+
 struct MethodEntry {
+    /// Process-wide, for interceptors' per-method tables
+    /// ([`CallStart::method_id`](crate::intercept::CallStart::method_id)).
+    id: usize,
     name: &'static str,
     dispatch: Dispatch,
     kind: MethodKind,
@@ -608,6 +614,7 @@ impl ServerEngine {
             .iter()
             .enumerate()
             .map(|(i, &m)| MethodEntry {
+                id: NEXT_METHOD_ID.fetch_add(1, Ordering::Relaxed),
                 name: m,
                 dispatch: service.dispatch(i),
                 kind: service.kind(i),
@@ -852,7 +859,7 @@ impl ServerEngine {
             Metadata::from_entries(header.metadata),
             conn.peer.clone(),
         );
-        let guard = match ctx.intercept(&self.interceptors, method.kind, received_at) {
+        let guard = match ctx.intercept(&self.interceptors, method.kind, method.id, received_at) {
             Ok(guard) => guard,
             Err(status) => {
                 reject(status);

@@ -662,3 +662,77 @@ fn metrics_count_calls_by_method_and_status() {
     drop(server);
     leaks.assert_clean();
 }
+
+/// Records `side method id` at each start and end.
+struct Ids(Arc<Mutex<Vec<(String, Option<usize>)>>>);
+
+impl Interceptor for Ids {
+    fn start(&self, call: &mut CallStart<'_>) -> Result<(), Status> {
+        let what = format!("{:?} start {}", call.side(), call.method());
+        self.0.lock().push((what, call.method_id()));
+        Ok(())
+    }
+
+    fn end(&self, call: &CallEnd<'_>) {
+        let what = format!("{:?} end {}", call.side(), call.method());
+        self.0.lock().push((what, call.method_id()));
+    }
+}
+
+#[test]
+fn method_ids_name_each_registered_method_on_the_server_only() {
+    let leaks = LeakCheck::new();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let service = Arc::new(Sync::default());
+    let mut builder = sync_server(&service, Dispatch::Inline);
+    builder.intercept(Ids(Arc::clone(&log)));
+    let (server, addr) = serve(builder);
+    let mut options = ClientOptions::default();
+    options.interceptors.push(Ids(Arc::clone(&log)));
+    let client = connect(&addr, options);
+
+    for _ in 0..2 {
+        client.next(&num(1)).unwrap();
+    }
+    let sum: i64 = client
+        .count(&num(3))
+        .unwrap()
+        .map(|r| r.unwrap().value)
+        .sum();
+    assert_eq!(sum, 3);
+    // 3 calls × (client start/end + server start/end).
+    assert!(
+        wait_until(WAIT, || log.lock().len() == 12),
+        "{:?}",
+        log.lock()
+    );
+    let log = std::mem::take(&mut *log.lock());
+    let ids_of = |what: &str| -> Vec<Option<usize>> {
+        log.iter()
+            .filter(|(w, _)| w == what)
+            .map(|(_, id)| *id)
+            .collect()
+    };
+    assert_eq!(ids_of("Client start Next"), [None, None], "{log:?}");
+    assert_eq!(ids_of("Client end Count"), [None], "{log:?}");
+    let next = ids_of("Server start Next");
+    assert_eq!(next.len(), 2, "{log:?}");
+    assert!(
+        next[0].is_some() && next[0] == next[1],
+        "one id per method: {log:?}"
+    );
+    assert_eq!(
+        ids_of("Server end Next"),
+        next,
+        "the end sees the start's id"
+    );
+    let count = ids_of("Server start Count");
+    assert!(
+        count[0].is_some() && count[0] != next[0],
+        "methods differ: {log:?}"
+    );
+    assert_eq!(ids_of("Server end Count"), count);
+    drop(client);
+    drop(server);
+    leaks.assert_clean();
+}
