@@ -663,8 +663,11 @@ fn metrics_count_calls_by_method_and_status() {
     leaks.assert_clean();
 }
 
+/// `(side start|end method, method id)` entries.
+type IdLog = Arc<Mutex<Vec<(String, Option<usize>)>>>;
+
 /// Records `side method id` at each start and end.
-struct Ids(Arc<Mutex<Vec<(String, Option<usize>)>>>);
+struct Ids(IdLog);
 
 impl Interceptor for Ids {
     fn start(&self, call: &mut CallStart<'_>) -> Result<(), Status> {
