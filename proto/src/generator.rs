@@ -436,7 +436,11 @@ impl ServiceGenerator {
                 format!(
                     "::core::result::Result<({rpc}::SendSink<{input}>, {rpc}::RecvStream<{output}>), {rpc}::Status>"
                 ),
-                "open_stream",
+                if method.server_streaming {
+                    "open_stream"
+                } else {
+                    "client_stream"
+                },
                 "",
             )
         } else {

@@ -433,7 +433,7 @@ impl Client {
             .observed(observer)
     }
 
-    /// Opens a client-streaming or bidirectional call of
+    /// Opens a bidirectional (or client-streaming) call of
     /// `service`/`method`: write requests into the sink (dropping or
     /// closing it ends them), read responses from the stream (dropping it
     /// before the end cancels the call). Nothing blocks here: the opening
@@ -442,7 +442,8 @@ impl Client {
     /// halves with DEADLINE_EXCEEDED and cancels the handler.
     ///
     /// For a client-streaming call, [`RecvStream::single`] waits for the
-    /// one response.
+    /// one response ([`client_stream`](Client::client_stream) says which
+    /// kind it is to the interceptors; this reports Bidi).
     ///
     /// # Errors
     ///
@@ -454,9 +455,24 @@ impl Client {
         method: &str,
         options: &CallOptions,
     ) -> Result<(SendSink<Req>, RecvStream<Resp>), Status> {
-        // The caller tells client-streaming from bidi by how it reads; the
-        // interceptors see Bidi for both.
         self.stream(service, method, MethodKind::Bidi, None, options)
+    }
+
+    /// As [`open_stream`](Client::open_stream), for a client-streaming
+    /// call (one response: [`RecvStream::single`]); the interceptors see
+    /// its kind as [`MethodKind::ClientStreaming`]. The generated stubs of
+    /// client-streaming methods call this.
+    ///
+    /// # Errors
+    ///
+    /// As [`open_stream`](Client::open_stream).
+    pub fn client_stream<Req: Message, Resp: Message + Default>(
+        &self,
+        service: &str,
+        method: &str,
+        options: &CallOptions,
+    ) -> Result<(SendSink<Req>, RecvStream<Resp>), Status> {
+        self.stream(service, method, MethodKind::ClientStreaming, None, options)
     }
 
     /// Opens a server-streaming call of `service`/`method` with its one

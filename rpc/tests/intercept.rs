@@ -666,11 +666,14 @@ fn metrics_count_calls_by_method_and_status() {
 /// `(side start|end method, method id)` entries.
 type IdLog = Arc<Mutex<Vec<(String, Option<usize>)>>>;
 
-/// Records `side method id` at each start and end.
+/// Records `side method id` at each start and end, and `side kind method`
+/// at each start.
 struct Ids(IdLog);
 
 impl Interceptor for Ids {
     fn start(&self, call: &mut CallStart<'_>) -> Result<(), Status> {
+        let kind = format!("{:?} {:?} {}", call.side(), call.kind(), call.method());
+        self.0.lock().push((kind, None));
         let what = format!("{:?} start {}", call.side(), call.method());
         self.0.lock().push((what, call.method_id()));
         Ok(())
@@ -703,9 +706,19 @@ fn method_ids_name_each_registered_method_on_the_server_only() {
         .map(|r| r.unwrap().value)
         .sum();
     assert_eq!(sum, 3);
-    // 3 calls × (client start/end + server start/end).
+    // Each kind as the interceptors see it, on both sides.
+    let (mut sink, responses) = client.sum().unwrap();
+    sink.send(&num(5)).unwrap();
+    drop(sink);
+    assert_eq!(responses.single().unwrap().value, 5);
+    let (mut sink, mut responses) = client.chat().unwrap();
+    sink.send(&num(7)).unwrap();
+    assert!(responses.recv().is_some());
+    drop(sink);
+    drop(responses);
+    // 5 calls × (client kind/start/end + server kind/start/end).
     assert!(
-        wait_until(WAIT, || log.lock().len() == 12),
+        wait_until(WAIT, || log.lock().len() == 30),
         "{:?}",
         log.lock()
     );
@@ -735,6 +748,17 @@ fn method_ids_name_each_registered_method_on_the_server_only() {
         "methods differ: {log:?}"
     );
     assert_eq!(ids_of("Server end Count"), count);
+    for side in ["Client", "Server"] {
+        for (kind, method) in [
+            ("Unary", "Next"),
+            ("ServerStreaming", "Count"),
+            ("ClientStreaming", "Sum"),
+            ("Bidi", "Chat"),
+        ] {
+            let what = format!("{side} {kind} {method}");
+            assert!(log.iter().any(|(w, _)| *w == what), "{what}: {log:?}");
+        }
+    }
     drop(client);
     drop(server);
     leaks.assert_clean();
