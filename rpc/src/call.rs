@@ -137,6 +137,9 @@ pub struct CallTable {
     /// stream messages delivered to a waiting task not yet taken (shared
     /// with the connection's streams).
     ready: Arc<AtomicUsize>,
+    /// Told the sequence id of each call abandoned by its caller (see
+    /// [`CallTable::on_cancel`]).
+    cancel: std::sync::OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
 }
 
 impl fmt::Debug for CallTable {
@@ -162,7 +165,22 @@ impl CallTable {
             }),
             max_in_flight,
             ready: Arc::new(AtomicUsize::new(0)),
+            cancel: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets what is told the sequence id of every call whose
+    /// [`CallFuture`] is dropped before its outcome arrived — the glue
+    /// sends the server a CANCEL for it, so that the server can stop a
+    /// handler nobody waits for (see "Cancellation" in `PROTOCOL.md`). Not
+    /// called for calls that ended otherwise (answered, expired, failed
+    /// with the connection). Only the first hook set is kept.
+    ///
+    /// It may run on any thread that drops a future, so it must not block
+    /// on anything the dropping code might hold: stage the frame and
+    /// return.
+    pub fn on_cancel(&self, hook: impl Fn(u64) + Send + Sync + 'static) {
+        let _ = self.cancel.set(Box::new(hook));
     }
 
     /// Calls completed for a waiting future that has not taken its outcome
@@ -369,8 +387,9 @@ enum Inner {
 /// lost), INTERNAL (the response does not decode).
 ///
 /// Dropping it before completion cancels the call: its table entry is
-/// removed and a late response is dropped. (The server is not told in
-/// protocol version 1.)
+/// removed, a late response is dropped, and a network client sends the
+/// server a CANCEL (an async handler still waiting is dropped there; see
+/// "Cancellation" in `PROTOCOL.md`).
 #[must_use = "a call is cancelled when its CallFuture is dropped"]
 pub struct CallFuture<T> {
     inner: Inner,
@@ -463,6 +482,15 @@ impl<T: Message + Default> CallFuture<T> {
             flush: None,
             observer: None,
             _response: PhantomData,
+        }
+    }
+
+    /// Removes a call whose request was never sent, without telling the
+    /// server (the future is spent).
+    pub(crate) fn discard(mut self) {
+        if let Inner::Pending { table, slot } = std::mem::replace(&mut self.inner, Inner::Finished)
+        {
+            table.abandon(slot.seq, None);
         }
     }
 
@@ -711,8 +739,13 @@ impl<T> Drop for CallFuture<T> {
             {
                 f.flush();
             }
-            // Cancelled: remove the entry so that a late response is dropped.
-            table.abandon(slot.seq, None);
+            // Cancelled: remove the entry so that a late response is
+            // dropped, and tell the server if the call was still waiting.
+            if table.abandon(slot.seq, None)
+                && let Some(cancel) = table.cancel.get()
+            {
+                cancel(slot.seq);
+            }
         }
     }
 }

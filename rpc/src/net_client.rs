@@ -507,6 +507,18 @@ impl NetClient {
             dead: OnceLock::new(),
             report: Arc::clone(&self.keepalive_failure),
         });
+        // A future dropped before its answer: tell the server (which stops
+        // an async handler waiting for nothing). Weak: the table lives in
+        // the session.
+        let weak = Arc::downgrade(&cs);
+        cs.session.table().on_cancel(move |seq| {
+            if let Some(cs) = weak.upgrade()
+                && cs.conn.is_active()
+            {
+                codec::encode_cancel(&mut cs.staged.lock(), seq);
+                cs.kick();
+            }
+        });
         self.shared
             .registry
             .sessions

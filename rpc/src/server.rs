@@ -10,23 +10,24 @@
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use ferropoll_linkbuffer::LinkBuffer;
+use parking_lot::Mutex;
 
 use crate::codec::{self, Frame, Limits, MessageType, ProtocolError};
 use crate::context::{Context, PeerAddr};
-use crate::hash::NameMap;
+use crate::hash::{NameMap, SeqMap};
 use crate::intercept::{CallGuard, Interceptor, Interceptors, Scope};
 use crate::keepalive::{self, PingPolicy, PingStrikes};
 use crate::metadata::Metadata;
 use crate::service::{Dispatch, Reply, Service};
 use crate::status::{Code, Status};
 use crate::stream::{MethodKind, Outbox, Side, StreamCall, StreamMap, StreamShared};
-use crate::task::{self, AsyncReply, Scheduler};
+use crate::task::{self, AsyncReply, Scheduler, Task};
 
 /// Why a registration failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,6 +158,8 @@ pub struct ServerConn {
     /// Runs the async handlers that wait (none: they are run to their end
     /// on the thread that decoded the call).
     scheduler: Option<Arc<Scheduler>>,
+    /// The async unary handlers waiting, by call: a CANCEL drops one.
+    waiting: Arc<Mutex<SeqMap<Weak<Task>>>>,
 }
 
 impl ServerConn {
@@ -172,6 +175,7 @@ impl ServerConn {
             streams: Arc::default(),
             outbox: None,
             scheduler: None,
+            waiting: Arc::default(),
         }
     }
 
@@ -777,7 +781,17 @@ impl ServerEngine {
     ) -> Result<(), ProtocolError> {
         let seq = frame.header.seq;
         let Some(shared) = conn.streams.lock().get(&seq).cloned() else {
-            tracing::debug!(seq, ?kind, "skipping a frame of a stream not open");
+            let waiting = if kind == MessageType::Cancel {
+                conn.waiting.lock().remove(&seq)
+            } else {
+                None
+            };
+            match waiting.and_then(|task| task.upgrade()) {
+                // An async unary handler nobody waits for: dropped (its
+                // interceptors end with CANCELLED), nothing is answered.
+                Some(task) => task.cancel(),
+                None => tracing::debug!(seq, ?kind, "skipping a frame of a stream not open"),
+            }
             return Ok(());
         };
         match kind {
@@ -1029,7 +1043,9 @@ impl ServerEngine {
                 Err(panic) => on_panic(panic_text(&*panic)),
                 Ok(Poll::Pending) => {
                     let outbox = Arc::clone(outbox);
-                    scheduler.spawn(task::guarded(fut, on_panic), move |reply| {
+                    let waiting = Arc::clone(&conn.waiting);
+                    let spawned = scheduler.spawn(task::guarded(fut, on_panic), move |reply| {
+                        waiting.lock().remove(&seq);
                         end(&reply);
                         if !oneway {
                             // Straight into the round's output on the loop
@@ -1048,6 +1064,13 @@ impl ServerEngine {
                         }
                         drop(in_flight);
                     });
+                    if !oneway && !spawned.is_done() {
+                        // Its CANCEL drops it (the client gave up on it).
+                        conn.waiting.lock().insert(seq, Arc::downgrade(&spawned));
+                        if spawned.is_done() {
+                            conn.waiting.lock().remove(&seq);
+                        }
+                    }
                     if !oneway {
                         progress.responses += 1;
                     }

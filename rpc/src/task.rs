@@ -161,6 +161,23 @@ impl Wake for Task {
 }
 
 impl Task {
+    /// Drops the task's future (its handler is cancelled: it stops at the
+    /// await it was at) and never polls it again.
+    pub(crate) fn cancel(&self) {
+        self.state.store(DONE, Ordering::Release);
+        // A task being polled right now (this may run inside its poll,
+        // when a send fails and closes the connection) drops its future
+        // itself when the poll returns. Dropped outside the lock: dropping
+        // may wake other tasks.
+        let fut = self.future.try_lock().and_then(|mut f| f.take());
+        drop(fut);
+    }
+
+    /// Whether the task finished (or was cancelled).
+    pub(crate) fn is_done(&self) -> bool {
+        self.state.load(Ordering::Acquire) == DONE
+    }
+
     /// After a poll that returned `Pending`: idle, or scheduled again if it
     /// was woken while it ran.
     fn park(self: &Arc<Self>) {
@@ -354,13 +371,7 @@ impl Scheduler {
         drop(std::mem::take(&mut *self.ready.lock()));
         let live = std::mem::take(&mut *self.live.lock());
         for task in live.iter().filter_map(std::sync::Weak::upgrade) {
-            task.state.store(DONE, Ordering::Release);
-            // A task being polled right now (this may run inside its poll,
-            // when a send fails and closes the connection) drops its
-            // future itself when the poll returns. Dropped outside the
-            // lock: dropping may wake other tasks.
-            let fut = task.future.try_lock().and_then(|mut f| f.take());
-            drop(fut);
+            task.cancel();
         }
     }
 
@@ -381,12 +392,13 @@ impl Scheduler {
 
     /// Makes `fut` a task of this connection and polls it now; when it
     /// completes (on the loop thread, woken there), `then` gets its output.
-    /// If the connection closes first, both are dropped.
+    /// If the connection closes first, both are dropped; so are they when
+    /// the returned task is [`cancel`](Task::cancel)led.
     pub(crate) fn spawn<T: Send + 'static>(
         self: &Arc<Self>,
         fut: BoxFuture<T>,
         then: impl FnOnce(T) + Send + 'static,
-    ) {
+    ) -> Arc<Task> {
         let task = Arc::new(Task {
             state: AtomicU8::new(SCHEDULED),
             future: Mutex::new(Some(Box::pin(async move { then(fut.await) }))),
@@ -400,6 +412,7 @@ impl Scheduler {
             live.push(Arc::downgrade(&task));
         }
         task.run();
+        task
     }
 }
 

@@ -462,3 +462,35 @@ fn async_handlers_in_process() {
     f.stop();
     leaks.assert_clean();
 }
+
+#[test]
+fn dropping_a_unary_future_cancels_its_waiting_handler() {
+    let f = Fixture::start();
+    let leaks = LeakCheck::new();
+    let client = f.client();
+    // The handler waits a minute on a tokio timer.
+    let waiting = client.next_async(&num(60_000));
+    assert!(
+        wait_until(Duration::from_secs(5), || !f.seen.threads.lock().is_empty()),
+        "the handler did not start"
+    );
+    assert_eq!(f.seen.dropped.load(Ordering::SeqCst), 0);
+    // The caller gives up: the client sends CANCEL, the server drops the
+    // handler's future (it stops at its await) while the connection lives.
+    drop(waiting);
+    assert!(
+        wait_until(Duration::from_secs(5), || f
+            .seen
+            .dropped
+            .load(Ordering::SeqCst)
+            == 1),
+        "the cancelled handler was not dropped"
+    );
+    assert_eq!(f.seen.done.load(Ordering::SeqCst), 0);
+    // The connection carries on.
+    assert_eq!(client.next(&num(0)).unwrap().value, 1);
+    assert_eq!(client.client().open_connections(), 1);
+    drop(client);
+    f.stop();
+    leaks.assert_clean();
+}

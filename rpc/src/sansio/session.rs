@@ -97,7 +97,7 @@ impl ClientSession {
         match codec::encode_request(out, &self.limits, &head, req) {
             Ok(_) => call,
             Err(e) => {
-                drop(call); // removes the table entry
+                call.discard(); // removes the table entry; nothing was sent
                 CallFuture::failed(request_error(e))
             }
         }
