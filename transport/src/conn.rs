@@ -483,7 +483,29 @@ impl ConnInner {
     }
 }
 
+/// Whether paused reading resumes with `unread` bytes left under `limit`.
+fn resume_below(unread: usize, limit: usize) -> bool {
+    unread <= limit / 2 + 1
+}
+
 impl ConnInner {
+    /// Stops the loop reading this connection: its unread input passed
+    /// `limit`. Returns false when a consumer drained the input while the
+    /// loop was reading (it saw no `PAUSED` to clear, so nobody would resume
+    /// the reading): then reading goes on.
+    pub(crate) fn pause_reading(&self, limit: usize) -> bool {
+        self.set(PAUSED);
+        // Pairs with the fence in `Reader::settle`: a consumer that
+        // subtracted before this point is seen below; one after sees PAUSED.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if resume_below(self.unread.load(Ordering::Acquire), limit)
+            && self.clear(PAUSED) & PAUSED != 0
+        {
+            return false;
+        }
+        true
+    }
+
     /// Unsent output passed the output high-water mark: apply the policy.
     /// `Wait` stops the loop reading (and running inline rounds) until the
     /// output drains; `Fail` drops the output and closes the connection.
@@ -574,6 +596,9 @@ impl Reader<'_> {
             self.conn.unread.fetch_sub(consumed, Ordering::AcqRel);
             self.base = now;
         }
+        // Pairs with the fence in `ConnInner::pause_reading`: either the loop
+        // sees this consumption or this sees its `PAUSED`.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.conn.flag(PAUSED) {
             let limit = self
                 .conn
@@ -581,7 +606,7 @@ impl Reader<'_> {
                 .cfg
                 .input_high_water
                 .max(self.conn.want.load(Ordering::Acquire));
-            if self.conn.unread.load(Ordering::Acquire) <= limit / 2 + 1
+            if resume_below(self.conn.unread.load(Ordering::Acquire), limit)
                 && self.conn.clear(PAUSED) & PAUSED != 0
             {
                 self.conn.lp.send(Task::Resume(Connection {

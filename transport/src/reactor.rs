@@ -699,8 +699,7 @@ impl<H: Handler> Reactor<H> {
                             // a hang-up no edge follows, so read on to the EOF.
                             break;
                         }
-                        if unread > limit {
-                            inner.set(PAUSED);
+                        if unread > limit && inner.pause_reading(limit) {
                             tracing::trace!(
                                 conn = inner_id(slot),
                                 unread,
