@@ -142,6 +142,8 @@ pub mod cluster;
 pub mod codec;
 mod context;
 mod deadline_timer;
+mod grpc;
+mod h2;
 mod hash;
 pub mod intercept;
 mod keepalive;

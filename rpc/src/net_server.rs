@@ -30,12 +30,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use std::sync::OnceLock;
+
 use ferropoll_gopool::Pool;
+use ferropoll_linkbuffer::LinkBuffer;
 use ferropoll_transport::{Addr, Connection, EventLoop, Handler, Listener, Stats};
 use parking_lot::{Condvar, Mutex};
 
 use crate::codec::{self, Limits};
 use crate::context::PeerAddr;
+use crate::grpc::{self, GrpcConn};
 use crate::intercept::Interceptor;
 use crate::keepalive::{self, PingPolicy};
 use crate::server::{DeferredCall, RegisterError, ServerConn, ServerEngine, ServiceConfig};
@@ -456,6 +460,16 @@ struct RpcHandler {
 struct ConnState {
     conn: ServerConn,
     deferred: Vec<DeferredCall>,
+    outbox: Arc<ConnOutbox>,
+    /// Known from the first bytes: our magic, or the HTTP/2 preface.
+    protocol: Protocol,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Unknown,
+    Native,
+    Grpc,
 }
 
 impl Handler for RpcHandler {
@@ -466,10 +480,15 @@ impl Handler for RpcHandler {
             ferropoll_transport::Addr::Tcp(a) => PeerAddr::from(*a),
             other => PeerAddr::other(other.to_string()),
         };
-        let outbox = Arc::new(ConnOutbox(conn.clone()));
+        let outbox = Arc::new(ConnOutbox {
+            conn: conn.clone(),
+            grpc: OnceLock::new(),
+        });
         let state = ConnState {
-            conn: ServerConn::with_outbox(peer, outbox),
+            conn: ServerConn::with_outbox(peer, Arc::clone(&outbox) as Arc<dyn Outbox>),
             deferred: Vec::new(),
+            outbox,
+            protocol: Protocol::Unknown,
         };
         // A lost connection ends its streams (their handlers wake with
         // CANCELLED) and drops its waiting async handlers. The streams and
@@ -497,6 +516,94 @@ impl Handler for RpcHandler {
     }
 
     fn on_request(&self, state: &mut ConnState, conn: &Connection) -> io::Result<()> {
+        match state.protocol {
+            Protocol::Native => self.native_round(state, conn),
+            Protocol::Grpc => self.grpc_round(state, conn),
+            Protocol::Unknown => {
+                let mut reader = conn.reader();
+                let n = reader.len().min(4);
+                let first = reader.peek(n)?.to_vec();
+                drop(reader);
+                match grpc::is_h2_preface(&first) {
+                    None => Ok(()),
+                    Some(false) => {
+                        state.protocol = Protocol::Native;
+                        self.native_round(state, conn)
+                    }
+                    Some(true) => {
+                        state.protocol = Protocol::Grpc;
+                        let mut preface = LinkBuffer::new();
+                        let link = Arc::new(GrpcLink {
+                            state: Mutex::new(GrpcConn::new(&mut preface)),
+                            limits: *self.shared.engine.limits(),
+                        });
+                        let _ = state.outbox.grpc.set(link);
+                        send(conn, preface);
+                        self.grpc_round(state, conn)
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl RpcHandler {
+    /// A round of a gRPC connection: HTTP/2 frames in, calls to the
+    /// engine, their native answers turned into gRPC responses, one flush.
+    fn grpc_round(&self, state: &mut ConnState, conn: &Connection) -> io::Result<()> {
+        let engine = &self.shared.engine;
+        let _busy = self.shared.round();
+        let now = Instant::now();
+        let Some(link) = state.outbox.grpc.get().cloned() else {
+            return Ok(());
+        };
+        let mut out = LinkBuffer::new();
+        let mut native = LinkBuffer::new();
+        let mut reader = conn.reader();
+        let mut g = link.state.lock();
+        let scheduler = state.conn.scheduler().cloned();
+        if let Some(s) = &scheduler {
+            s.enter_round();
+            task::begin_round(conn.id());
+        }
+        let result = g.recv(
+            engine,
+            &state.conn,
+            &mut reader,
+            &mut out,
+            &mut native,
+            &mut state.deferred,
+            now,
+        );
+        if let Some(s) = &scheduler {
+            s.leave_round();
+            if let Some(frames) = task::end_round() {
+                native.append(frames);
+            }
+        }
+        drop(reader);
+        g.answer(&link.limits, &mut native, &mut out);
+        if engine.is_draining() {
+            g.goaway(&mut out);
+        }
+        drop(g);
+        let mut writer = conn.writer();
+        writer.append(out);
+        let flushed = writer.flush();
+        drop(writer);
+        for call in state.deferred.drain(..) {
+            self.spawn(&state.outbox, call);
+        }
+        if let Err(e) = result {
+            tracing::warn!(peer = %state.conn.peer(), "gRPC connection closed: {e}");
+            conn.close();
+            return Ok(());
+        }
+        flushed
+    }
+
+    /// A round of a native connection.
+    fn native_round(&self, state: &mut ConnState, conn: &Connection) -> io::Result<()> {
         let engine = &self.shared.engine;
         let _busy = self.shared.round();
         let now = Instant::now();
@@ -534,7 +641,7 @@ impl Handler for RpcHandler {
         let flushed = writer.flush();
         drop(writer);
         for call in state.deferred.drain(..) {
-            self.spawn(conn, call);
+            self.spawn(&state.outbox, call);
         }
         if let Err(e) = result {
             match e {
@@ -553,20 +660,20 @@ impl Handler for RpcHandler {
 impl RpcHandler {
     /// Runs a pool-dispatched call on the pool; answers UNAVAILABLE if the
     /// pool refuses it.
-    fn spawn(&self, conn: &Connection, call: DeferredCall) {
+    fn spawn(&self, outbox: &Arc<ConnOutbox>, call: DeferredCall) {
         self.shared.enter();
         // The call sits in a slot so that it can be taken back (and
         // answered) if the pool hands the task back.
         let slot = Arc::new(Mutex::new(Some(call)));
         let task = {
             let slot = Arc::clone(&slot);
-            let conn = conn.clone();
+            let outbox = Arc::clone(outbox);
             let shared = Arc::clone(&self.shared);
             move || {
                 if let Some(call) = slot.lock().take() {
                     let mut out = ferropoll_linkbuffer::LinkBuffer::new();
                     if call.run(&mut out) {
-                        send(&conn, out);
+                        outbox.answer(out);
                     }
                 }
                 shared.leave();
@@ -582,7 +689,7 @@ impl RpcHandler {
             if let Some(call) = slot.lock().take() {
                 let mut out = ferropoll_linkbuffer::LinkBuffer::new();
                 if call.reject(&Status::unavailable(why), &mut out) {
-                    send(conn, out);
+                    outbox.answer(out);
                 }
             }
             self.shared.leave();
@@ -628,28 +735,67 @@ impl IdleWatch {
 /// A connection as the outbox of its streaming handlers. The streams hold
 /// it while they run; the connection's close callback ends them, so the
 /// reference does not outlive the handlers.
-struct ConnOutbox(Connection);
+struct ConnOutbox {
+    conn: Connection,
+    /// Set once the connection turned out to speak gRPC: native answers
+    /// are then turned into HTTP/2 frames, on the loop thread only (the
+    /// HPACK encoder's state follows the order frames go out in).
+    grpc: OnceLock<Arc<GrpcLink>>,
+}
+
+/// The gRPC state of a connection, shared by its rounds and the answers
+/// that come back from the pool or from async handlers.
+struct GrpcLink {
+    state: Mutex<GrpcConn>,
+    limits: Limits,
+}
+
+impl ConnOutbox {
+    /// Sends a call's native answer: as it is on a native connection; on a
+    /// gRPC one, turned into its gRPC response on the loop thread.
+    fn answer(&self, frames: LinkBuffer) {
+        let Some(link) = self.grpc.get() else {
+            send(&self.conn, frames);
+            return;
+        };
+        let link = Arc::clone(link);
+        let posted = self.conn.execute(move |conn| {
+            let mut frames = frames;
+            let mut out = LinkBuffer::new();
+            link.state
+                .lock()
+                .answer(&link.limits, &mut frames, &mut out);
+            send(conn, out);
+        });
+        if posted.is_err() {
+            tracing::debug!(
+                conn = self.conn.id(),
+                "gRPC answer dropped: connection closed"
+            );
+        }
+    }
+}
 
 impl Outbox for ConnOutbox {
     fn send(&self, frames: ferropoll_linkbuffer::LinkBuffer) {
         // On the loop thread in this connection's round: with the round's
         // other output, one flush. Otherwise (a pool handler) at once.
-        if let Some(frames) = task::batch_send(self.0.id(), frames) {
-            send(&self.0, frames);
+        if let Some(frames) = task::batch_send(self.conn.id(), frames) {
+            self.answer(frames);
         }
     }
 
     fn batch_key(&self) -> Option<u64> {
-        Some(self.0.id())
+        Some(self.conn.id())
     }
 
     fn run_on_loop(&self, f: Box<dyn FnOnce() + Send>) -> bool {
-        self.0.execute(move |_| f()).is_ok()
+        self.conn.execute(move |_| f()).is_ok()
     }
 
     fn run_at(&self, at: Instant, f: Box<dyn FnOnce() + Send>) -> Option<Box<dyn FnOnce() + Send>> {
         let delay = at.saturating_duration_since(Instant::now());
-        let timer = self.0.after(delay, move |_| f());
+        let timer = self.conn.after(delay, move |_| f());
         Some(Box::new(move || {
             timer.cancel();
         }))

@@ -770,6 +770,52 @@ impl ServerEngine {
         }
     }
 
+    /// The kind of `service`/`method`, or the UNIMPLEMENTED status a call
+    /// of it gets (for a protocol adapter that must know before it reads
+    /// the request, as gRPC does).
+    pub(crate) fn method_kind(&self, service: &[u8], method: &[u8]) -> Result<MethodKind, Status> {
+        let Some(entry) = self.services.get(service) else {
+            return Err(Status::unimplemented(format!(
+                "unknown service {}",
+                String::from_utf8_lossy(service)
+            )));
+        };
+        match entry.method(method) {
+            Some((_, m)) => Ok(m.kind),
+            None => Err(Status::unimplemented(format!(
+                "unknown method {}/{}",
+                entry.name,
+                String::from_utf8_lossy(method)
+            ))),
+        }
+    }
+
+    /// Serves one call decoded by a protocol adapter (gRPC) as a native
+    /// REQUEST frame: its answer is written to `output` as a native frame
+    /// under the frame's `seq` (or comes from a [`DeferredCall`], or the
+    /// connection's outbox for async handlers).
+    pub(crate) fn call(
+        &self,
+        conn: &ServerConn,
+        frame: Frame,
+        output: &mut LinkBuffer,
+        deferred: &mut Vec<DeferredCall>,
+        received_at: Instant,
+        progress: &mut Progress,
+    ) {
+        self.handle_call(conn, frame, false, output, deferred, received_at, progress);
+    }
+
+    /// A stream frame (CANCEL, MESSAGE, ...) from a protocol adapter.
+    pub(crate) fn stream_frame(
+        &self,
+        conn: &ServerConn,
+        kind: MessageType,
+        frame: Frame,
+    ) -> Result<(), ProtocolError> {
+        self.handle_stream_frame(conn, kind, frame)
+    }
+
     /// A frame of an open stream. Frames for a stream that is not open (it
     /// ended, or never was) are skipped: the peer may not have heard of
     /// the end yet.

@@ -1,0 +1,169 @@
+//! gRPC interop: Python `grpcio` (the C-core implementation, from PyPI)
+//! calls `rpc-server` over HTTP/2 cleartext on the port that also speaks
+//! the native protocol. The interpreter is `$FERROPOLL_PYTHON` (a venv with
+//! `grpcio` and `grpcio-tools`; `bash .ci/test` makes one); without it the
+//! tests fail and say how to get one.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ferropoll_transport::testing::wait_until;
+
+struct Server {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `rpc-server` on a Unix socket of its own, with `extra` flags.
+fn start_server(name: &str, extra: &[&str]) -> (Server, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ferropoll-grpc-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("rpc.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_rpc-server"))
+        .args([
+            "--addr",
+            &format!("unix:{}", sock.display()),
+            "--loops",
+            "1",
+        ])
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server { child, dir };
+    assert!(
+        wait_until(Duration::from_secs(10), || sock.exists()),
+        "rpc-server did not start"
+    );
+    (server, sock)
+}
+
+fn python() -> String {
+    let python = std::env::var("FERROPOLL_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "FERROPOLL_PYTHON is not set: point it at a Python with grpcio and grpcio-tools \
+             (`python3 -m venv v && v/bin/pip install grpcio grpcio-tools`; `bash .ci/test` does this)"
+        )
+    });
+    let ok = Command::new(&python)
+        .args(["-c", "import grpc, grpc_tools"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{python} cannot import grpc and grpc_tools");
+    python
+}
+
+/// Runs one case of `tests/grpc/client.py` against a server started with
+/// `extra` flags.
+fn grpcio_case(case: &str, extra: &[&str]) {
+    let python = python();
+    // Cases run more than once (with other flags) get servers of their own.
+    let name = format!("{case}{}", extra.join(""));
+    let (_server, sock) = start_server(&name, extra);
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let protos = here.join("../proto/protos");
+    let out = Command::new("timeout")
+        .arg("120")
+        .arg(&python)
+        .arg(here.join("tests/grpc/client.py"))
+        .arg(format!("unix:{}", sock.display()))
+        .arg(&protos)
+        .arg(case)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "grpcio case {case} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{case}: ok")));
+}
+
+#[test]
+fn grpcio_unary() {
+    grpcio_case("unary", &[]);
+}
+
+#[test]
+fn grpcio_unary_async_handlers() {
+    grpcio_case("unary", &["--handlers", "async"]);
+}
+
+#[test]
+fn grpcio_large_unary_beyond_the_flow_control_windows() {
+    grpcio_case("large_unary", &[]);
+}
+
+#[test]
+fn grpcio_concurrent_unary_on_one_connection() {
+    grpcio_case("concurrent_unary", &[]);
+}
+
+#[test]
+fn grpcio_status_code_and_message_pool_handlers() {
+    grpcio_case("status_and_message", &["--kv-pool"]);
+}
+
+#[test]
+fn grpcio_status_code_and_message_inline_handlers() {
+    grpcio_case("status_and_message", &[]);
+}
+
+#[test]
+fn grpcio_unimplemented_method_and_service() {
+    grpcio_case("unimplemented", &[]);
+}
+
+#[test]
+fn grpcio_deadline_on_a_sleeping_server() {
+    grpcio_case(
+        "deadline",
+        &["--handlers", "async", "--tokio-delay-ms", "300"],
+    );
+}
+
+/// The native client and a gRPC client on the same port, one after the other.
+#[test]
+fn native_and_grpc_clients_share_one_port() {
+    let python = python();
+    let (_server, sock) = start_server("shared", &[]);
+    let addr = format!("unix:{}", sock.display());
+    let native = || {
+        Command::new(env!("CARGO_BIN_EXE_rpc-client"))
+            .args(["--addr", &addr, "echo", "native"])
+            .output()
+            .unwrap()
+    };
+    assert!(wait_until(Duration::from_secs(10), || native()
+        .status
+        .success()));
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let grpc = Command::new("timeout")
+        .arg("120")
+        .arg(&python)
+        .arg(here.join("tests/grpc/client.py"))
+        .arg(&addr)
+        .arg(here.join("../proto/protos"))
+        .arg("unary")
+        .output()
+        .unwrap();
+    assert!(
+        grpc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&grpc.stderr)
+    );
+    let again = native();
+    assert_eq!(String::from_utf8_lossy(&again.stdout), "native\n");
+}

@@ -1,0 +1,611 @@
+//! gRPC over HTTP/2 on the server side (grpc/grpc `doc/PROTOCOL-HTTP2.md`),
+//! mapped onto the native engine: each gRPC call becomes a native call of
+//! its own sequence id, run by [`ServerEngine`] as a native request would
+//! be — the same services, dispatch (inline, pool, async), interceptors,
+//! deadlines and limits — and its native answer is turned into the gRPC
+//! response: HEADERS (`:status 200`, `content-type`, the response
+//! metadata), one length-prefixed message in DATA, and trailers with
+//! `grpc-status` and the percent-encoded `grpc-message`; errors as a
+//! Trailers-Only response.
+//!
+//! Metadata: request headers other than pseudo-headers, `content-type`,
+//! `te` and the reserved `grpc-*` ones become the call's [`Metadata`];
+//! `-bin` values stay in their base64 form.
+//!
+//! Not yet: streaming methods over gRPC (answered UNIMPLEMENTED),
+//! compressed messages (answered UNIMPLEMENTED; `grpc-accept-encoding`
+//! says `identity`).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferropoll_linkbuffer::LinkBuffer;
+
+use crate::codec::{self, Frame, Header, Limits, MessageType};
+use crate::h2::conn::{Config, ConnError, Event, ServerH2};
+use crate::h2::frame::Reason;
+use crate::metadata::MetadataEntry;
+use crate::server::{DeferredCall, Progress, ServerConn, ServerEngine};
+use crate::status::{Code, Status};
+use crate::stream::MethodKind;
+
+/// Whether the first bytes of a connection are the HTTP/2 client preface
+/// (`None`: too few bytes to tell).
+pub(crate) fn is_h2_preface(first: &[u8]) -> Option<bool> {
+    let preface = crate::h2::frame::PREFACE;
+    let n = first.len().min(4);
+    if n == 0 {
+        return None;
+    }
+    if first[..n] != preface[..n] {
+        return Some(false);
+    }
+    if n < 4 { None } else { Some(true) }
+}
+
+/// One gRPC call on its way through the native engine.
+struct Call {
+    seq: u64,
+    service: Bytes,
+    method: Bytes,
+    timeout_us: u64,
+    metadata: Vec<MetadataEntry>,
+    /// DATA received and not yet cut into messages.
+    pending: LinkBuffer,
+    /// The request message (a unary call has exactly one).
+    request: Option<LinkBuffer>,
+    /// Handed to the engine: the answer comes back under `seq`.
+    started: bool,
+}
+
+/// The gRPC state of one HTTP/2 connection.
+pub(crate) struct GrpcConn {
+    h2: ServerH2,
+    calls: HashMap<u32, Call>,
+    by_seq: HashMap<u64, u32>,
+    next_seq: u64,
+    events: Vec<Event>,
+}
+
+impl GrpcConn {
+    /// A connection whose server preface (SETTINGS) is written to `out`.
+    pub(crate) fn new(out: &mut LinkBuffer) -> GrpcConn {
+        GrpcConn {
+            h2: ServerH2::new(Config::default(), out),
+            calls: HashMap::new(),
+            by_seq: HashMap::new(),
+            next_seq: 1,
+            events: Vec::new(),
+        }
+    }
+
+    /// Starts a graceful close once the server drains (GOAWAY NO_ERROR
+    /// naming the last stream taken; calls already taken finish).
+    pub(crate) fn goaway(&mut self, out: &mut LinkBuffer) {
+        self.h2.goaway(Reason::NoError, "server shutting down", out);
+    }
+
+    /// Reads every whole frame of `input`: protocol answers go to `out`,
+    /// calls to `engine` (their native answers to `native`, or to
+    /// `deferred` for pool-dispatched methods).
+    ///
+    /// # Errors
+    ///
+    /// A connection error: its GOAWAY is in `out`; flush and close.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn recv(
+        &mut self,
+        engine: &ServerEngine,
+        conn: &ServerConn,
+        input: &mut LinkBuffer,
+        out: &mut LinkBuffer,
+        native: &mut LinkBuffer,
+        deferred: &mut Vec<DeferredCall>,
+        now: Instant,
+    ) -> Result<(), ConnError> {
+        let mut events = std::mem::take(&mut self.events);
+        let result = self.h2.recv(input, out, &mut events);
+        for event in events.drain(..) {
+            self.on_event(event, engine, conn, out, native, deferred, now);
+        }
+        self.events = events;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_event(
+        &mut self,
+        event: Event,
+        engine: &ServerEngine,
+        conn: &ServerConn,
+        out: &mut LinkBuffer,
+        native: &mut LinkBuffer,
+        deferred: &mut Vec<DeferredCall>,
+        now: Instant,
+    ) {
+        match event {
+            Event::Request {
+                stream,
+                fields,
+                end_stream,
+            } => {
+                match self.open_call(engine, &fields) {
+                    Ok(call) => {
+                        self.calls.insert(stream, call);
+                    }
+                    Err(Refusal::Http(status)) => {
+                        let status = status.to_string();
+                        self.h2
+                            .send_headers(stream, &[(b":status", status.as_bytes())], true, out);
+                        return;
+                    }
+                    Err(Refusal::Grpc(status)) => {
+                        self.trailers_only(stream, &status, out);
+                        return;
+                    }
+                }
+                if end_stream {
+                    self.end_of_requests(stream, engine, conn, out, native, deferred, now);
+                }
+            }
+            Event::Data {
+                stream,
+                data,
+                end_stream,
+            } => {
+                let n = data.len();
+                let max = engine.limits().max_body_len as usize;
+                let Some(call) = self.calls.get_mut(&stream) else {
+                    return;
+                };
+                if call.started {
+                    // A unary call's request is complete: more DATA breaks
+                    // the protocol (reset with the status below).
+                    if n > 0 {
+                        self.fail(
+                            stream,
+                            &Status::internal("more than one request message for a unary method"),
+                            out,
+                        );
+                    }
+                    return;
+                }
+                call.pending.append(data);
+                call.pending.flush();
+                self.h2.release(stream, n, out);
+                loop {
+                    let Some(call) = self.calls.get_mut(&stream) else {
+                        return;
+                    };
+                    match next_message(&mut call.pending, max) {
+                        Ok(None) => break,
+                        Ok(Some(msg)) => {
+                            if call.request.is_some() {
+                                self.fail(
+                                    stream,
+                                    &Status::internal(
+                                        "more than one request message for a unary method",
+                                    ),
+                                    out,
+                                );
+                                return;
+                            }
+                            call.request = Some(msg);
+                        }
+                        Err(status) => {
+                            self.fail(stream, &status, out);
+                            return;
+                        }
+                    }
+                }
+                if end_stream {
+                    self.end_of_requests(stream, engine, conn, out, native, deferred, now);
+                }
+            }
+            Event::EndStream { stream } => {
+                self.end_of_requests(stream, engine, conn, out, native, deferred, now);
+            }
+            Event::Reset { stream, reason } => {
+                tracing::debug!(stream, ?reason, "gRPC stream reset");
+                if let Some(call) = self.calls.remove(&stream) {
+                    self.by_seq.remove(&call.seq);
+                    if call.started {
+                        // The engine drops a waiting async handler on CANCEL.
+                        let frame = Frame {
+                            header: Header {
+                                seq: call.seq,
+                                kind: MessageType::Cancel as i32,
+                                ..Header::default()
+                            },
+                            payload: LinkBuffer::new(),
+                        };
+                        let _ = engine.stream_frame(conn, MessageType::Cancel, frame);
+                    }
+                }
+            }
+            Event::HeadersTooLarge { stream } => {
+                self.trailers_only(
+                    stream,
+                    &Status::resource_exhausted("request headers over the header list limit"),
+                    out,
+                );
+            }
+        }
+    }
+
+    /// The client half-closed `stream`: a complete unary request starts.
+    #[allow(clippy::too_many_arguments)]
+    fn end_of_requests(
+        &mut self,
+        stream: u32,
+        engine: &ServerEngine,
+        conn: &ServerConn,
+        out: &mut LinkBuffer,
+        native: &mut LinkBuffer,
+        deferred: &mut Vec<DeferredCall>,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.get_mut(&stream) else {
+            return;
+        };
+        if call.started {
+            return;
+        }
+        if !call.pending.is_empty() {
+            self.fail(
+                stream,
+                &Status::internal("the request ended inside a message"),
+                out,
+            );
+            return;
+        }
+        let Some(payload) = call.request.take() else {
+            self.fail(
+                stream,
+                &Status::internal("a unary call without a request message"),
+                out,
+            );
+            return;
+        };
+        call.started = true;
+        let seq = call.seq;
+        self.by_seq.insert(seq, stream);
+        let frame = Frame {
+            header: Header {
+                seq,
+                kind: MessageType::Request as i32,
+                service: call.service.clone(),
+                method: call.method.clone(),
+                timeout_us: call.timeout_us,
+                metadata: std::mem::take(&mut call.metadata),
+                ..Header::default()
+            },
+            payload,
+        };
+        let mut progress = Progress::default();
+        engine.call(conn, frame, native, deferred, now, &mut progress);
+    }
+
+    /// Parses a request's headers into a call, or refuses it.
+    fn open_call(
+        &mut self,
+        engine: &ServerEngine,
+        fields: &[(Bytes, Bytes)],
+    ) -> Result<Call, Refusal> {
+        let mut method_ok = false;
+        let mut path = None;
+        let mut content_type = None;
+        let mut timeout_us = 0;
+        let mut metadata = Vec::new();
+        for (name, value) in fields {
+            match &name[..] {
+                b":method" => method_ok = &value[..] == b"POST",
+                b":path" => path = Some(value.clone()),
+                b":scheme" | b":authority" | b"te" => {}
+                b"content-type" => content_type = Some(value.clone()),
+                b"grpc-timeout" => {
+                    timeout_us = parse_timeout(value).ok_or_else(|| {
+                        Refusal::Grpc(Status::internal(format!(
+                            "bad grpc-timeout {:?}",
+                            String::from_utf8_lossy(value)
+                        )))
+                    })?;
+                }
+                b"grpc-encoding" => {
+                    if &value[..] != b"identity" {
+                        return Err(Refusal::Grpc(Status::unimplemented(format!(
+                            "grpc-encoding {} is not supported (accepted: identity)",
+                            String::from_utf8_lossy(value)
+                        ))));
+                    }
+                }
+                n if n.starts_with(b":") || n.starts_with(b"grpc-") => {}
+                _ => {
+                    if let (Ok(key), Ok(value)) =
+                        (std::str::from_utf8(name), std::str::from_utf8(value))
+                    {
+                        metadata.push(MetadataEntry {
+                            key: key.to_owned(),
+                            value: value.to_owned(),
+                        });
+                    }
+                }
+            }
+        }
+        if !method_ok {
+            return Err(Refusal::Http(405));
+        }
+        let ct_ok = content_type.as_deref().is_some_and(|ct| {
+            ct == b"application/grpc"
+                || ct.starts_with(b"application/grpc+")
+                || ct.starts_with(b"application/grpc;")
+        });
+        if !ct_ok {
+            return Err(Refusal::Http(415));
+        }
+        let Some(path) = path else {
+            return Err(Refusal::Grpc(Status::unimplemented("no :path")));
+        };
+        let (service, method) = split_path(&path).ok_or_else(|| {
+            Refusal::Grpc(Status::unimplemented(format!(
+                "malformed :path {:?}",
+                String::from_utf8_lossy(&path)
+            )))
+        })?;
+        if metadata.len() > engine.limits().max_metadata_entries {
+            return Err(Refusal::Grpc(Status::resource_exhausted(format!(
+                "{} metadata entries (limit {})",
+                metadata.len(),
+                engine.limits().max_metadata_entries
+            ))));
+        }
+        let kind = engine
+            .method_kind(&service, &method)
+            .map_err(Refusal::Grpc)?;
+        if kind != MethodKind::Unary {
+            return Err(Refusal::Grpc(Status::unimplemented(
+                "streaming methods are not served over gRPC yet",
+            )));
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Ok(Call {
+            seq,
+            service,
+            method,
+            timeout_us,
+            metadata,
+            pending: LinkBuffer::new(),
+            request: None,
+            started: false,
+        })
+    }
+
+    /// Ends `stream` with `status` (trailers-only) and forgets its call.
+    fn fail(&mut self, stream: u32, status: &Status, out: &mut LinkBuffer) {
+        if let Some(call) = self.calls.remove(&stream) {
+            self.by_seq.remove(&call.seq);
+        }
+        self.trailers_only(stream, status, out);
+    }
+
+    fn trailers_only(&mut self, stream: u32, status: &Status, out: &mut LinkBuffer) {
+        let code = status.code().as_u32().to_string();
+        let message = percent_encode(status.message());
+        let mut fields: Vec<(&[u8], &[u8])> = vec![
+            (b":status", b"200"),
+            (b"content-type", b"application/grpc"),
+            (b"grpc-status", code.as_bytes()),
+        ];
+        if !message.is_empty() {
+            fields.push((b"grpc-message", message.as_bytes()));
+        }
+        push_metadata(&mut fields, status.metadata().entries());
+        self.h2.send_headers(stream, &fields, true, out);
+        self.calls.remove(&stream);
+    }
+
+    /// Turns the engine's native answers in `native` into gRPC responses
+    /// written to `out`.
+    pub(crate) fn answer(
+        &mut self,
+        limits: &Limits,
+        native: &mut LinkBuffer,
+        out: &mut LinkBuffer,
+    ) {
+        native.flush();
+        loop {
+            let frame = match codec::decode(native, limits) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                Err(e) => {
+                    // Our own encoding: cannot happen; drop the rest.
+                    tracing::error!("gRPC: undecodable native answer: {e}");
+                    let n = native.len();
+                    let _ = native.skip(n);
+                    return;
+                }
+            };
+            if frame.message_type() != Some(MessageType::Response) {
+                continue;
+            }
+            let Some(stream) = self.by_seq.remove(&frame.header.seq) else {
+                continue; // cancelled meanwhile
+            };
+            self.calls.remove(&stream);
+            if !self.h2.can_send(stream) {
+                continue;
+            }
+            let Frame { header, payload } = frame;
+            if header.status_code != 0 {
+                let status = header.status();
+                self.trailers_only(stream, &status, out);
+                continue;
+            }
+            let mut fields: Vec<(&[u8], &[u8])> =
+                vec![(b":status", b"200"), (b"content-type", b"application/grpc")];
+            push_metadata(&mut fields, &header.metadata);
+            self.h2.send_headers(stream, &fields, false, out);
+            let mut data = LinkBuffer::new();
+            let prefix = data.malloc(5);
+            prefix[0] = 0;
+            prefix[1..].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+            data.append(payload);
+            data.flush();
+            self.h2.send_data(stream, data, false, out);
+            self.h2
+                .send_trailers(stream, vec![(b"grpc-status".to_vec(), b"0".to_vec())], out);
+        }
+    }
+}
+
+enum Refusal {
+    /// An HTTP status: not a gRPC request at all.
+    Http(u16),
+    Grpc(Status),
+}
+
+/// Cuts the next length-prefixed message off `buf`, if whole.
+fn next_message(buf: &mut LinkBuffer, max: usize) -> Result<Option<LinkBuffer>, Status> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let head = buf.peek(5).map_err(|_| Status::internal("input"))?;
+    let compressed = head[0];
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if compressed > 1 {
+        return Err(Status::internal(format!(
+            "bad compressed flag {compressed}"
+        )));
+    }
+    if compressed == 1 {
+        return Err(Status::unimplemented(
+            "a compressed message, and no grpc-encoding is supported",
+        ));
+    }
+    if len > max {
+        return Err(Status::resource_exhausted(format!(
+            "a request message of {len} bytes (limit {max})"
+        )));
+    }
+    if buf.len() < 5 + len {
+        return Ok(None);
+    }
+    let _ = buf.skip(5);
+    buf.slice(len)
+        .map(Some)
+        .map_err(|_| Status::internal("input"))
+}
+
+/// `/package.Service/Method` into its two names.
+fn split_path(path: &Bytes) -> Option<(Bytes, Bytes)> {
+    let rest = path.strip_prefix(b"/")?;
+    let slash = rest.iter().position(|&b| b == b'/')?;
+    if slash == 0 || slash + 1 == rest.len() {
+        return None;
+    }
+    Some((path.slice(1..1 + slash), path.slice(2 + slash..)))
+}
+
+/// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n), in µs.
+fn parse_timeout(v: &[u8]) -> Option<u64> {
+    let (&unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let d = match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    };
+    // 0 means "no deadline" natively: a zero timeout is already past.
+    Some(codec::timeout_to_micros(d).max(1))
+}
+
+/// `grpc-message` encoding: bytes outside printable ASCII, and `%`, as %XX.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Appends the metadata entries that are valid HTTP/2 fields (lower-case
+/// token names, not reserved; visible-ASCII values).
+fn push_metadata<'a>(fields: &mut Vec<(&'a [u8], &'a [u8])>, entries: &'a [MetadataEntry]) {
+    for e in entries {
+        let key = e.key.as_bytes();
+        let key_ok = !key.is_empty()
+            && !key.starts_with(b"grpc-")
+            && key
+                .iter()
+                .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+        let value_ok = e
+            .value
+            .bytes()
+            .all(|b| (0x20..=0x7e).contains(&b) || b == b'\t');
+        if key_ok && value_ok && key != b"content-type" && key != b"te" {
+            fields.push((key, e.value.as_bytes()));
+        } else {
+            tracing::debug!(key = %e.key, "metadata entry not sendable as an HTTP/2 field: dropped");
+        }
+    }
+}
+
+/// The code of a status as gRPC numbers them (the same numbers).
+#[allow(dead_code)]
+fn code_of(code: Code) -> u32 {
+    code.as_u32()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_parse_in_every_unit_and_refuse_garbage() {
+        assert_eq!(parse_timeout(b"1H"), Some(3_600_000_000));
+        assert_eq!(parse_timeout(b"2M"), Some(120_000_000));
+        assert_eq!(parse_timeout(b"3S"), Some(3_000_000));
+        assert_eq!(parse_timeout(b"250m"), Some(250_000));
+        assert_eq!(parse_timeout(b"7u"), Some(7));
+        assert_eq!(parse_timeout(b"5000n"), Some(5));
+        assert_eq!(parse_timeout(b"0m"), Some(1));
+        for bad in [&b""[..], b"m", b"123456789m", b"12x", b"-1S", b"1.5S"] {
+            assert_eq!(parse_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn paths_split_into_service_and_method() {
+        let p = Bytes::from_static(b"/echo.Echo/Echo");
+        let (s, m) = split_path(&p).unwrap();
+        assert_eq!((&s[..], &m[..]), (&b"echo.Echo"[..], &b"Echo"[..]));
+        for bad in [
+            &b"echo.Echo/Echo"[..],
+            b"/echo.Echo",
+            b"//Echo",
+            b"/echo.Echo/",
+        ] {
+            assert!(split_path(&Bytes::from_static(bad)).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn status_messages_are_percent_encoded() {
+        assert_eq!(percent_encode("plain text"), "plain text");
+        assert_eq!(percent_encode("100%\n"), "100%25%0A");
+        assert_eq!(percent_encode("\t\u{00e9}"), "%09%C3%A9");
+    }
+}

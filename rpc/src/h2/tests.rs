@@ -1,0 +1,1 @@
+//! The HTTP/2 server state machine driven in memory.
