@@ -134,6 +134,26 @@ fn grpcio_deadline_on_a_sleeping_server() {
     );
 }
 
+#[test]
+fn grpcio_bidi_stream_sync_handlers() {
+    grpcio_case("bidi_stream", &[]);
+}
+
+#[test]
+fn grpcio_bidi_stream_async_handlers() {
+    grpcio_case("bidi_stream", &["--handlers", "async"]);
+}
+
+#[test]
+fn grpcio_cancel_after_first_response() {
+    grpcio_case("cancel_stream", &[]);
+}
+
+#[test]
+fn grpcio_cancel_after_first_response_async_handlers() {
+    grpcio_case("cancel_stream", &["--handlers", "async"]);
+}
+
 /// The native client and a gRPC client on the same port, one after the other.
 #[test]
 fn native_and_grpc_clients_share_one_port() {

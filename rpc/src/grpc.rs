@@ -12,11 +12,20 @@
 //! `te` and the reserved `grpc-*` ones become the call's [`Metadata`];
 //! `-bin` values stay in their base64 form.
 //!
-//! Not yet: streaming methods over gRPC (answered UNIMPLEMENTED),
-//! compressed messages (answered UNIMPLEMENTED; `grpc-accept-encoding`
-//! says `identity`).
+//! Streaming methods (client, server and bidirectional) open a native
+//! stream at the request's HEADERS. Flow control is carried through end to
+//! end: a request message is handed to the handler only within the native
+//! stream's credit, and HTTP/2 credit goes back to the client only as
+//! messages are handed over; a response message's native credit is given
+//! back once the HTTP/2 output queued on its stream is under
+//! [`QUEUED_LIMIT`]. So a slow reader on either side stops the writer on
+//! the other, and what the server buffers per stream stays bounded.
+//!
+//! Not yet: compressed messages (answered UNIMPLEMENTED; `grpc-encoding`
+//! other than `identity` is refused).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,7 +37,16 @@ use crate::h2::frame::Reason;
 use crate::metadata::MetadataEntry;
 use crate::server::{DeferredCall, Progress, ServerConn, ServerEngine};
 use crate::status::{Code, Status};
-use crate::stream::MethodKind;
+use crate::stream::{INITIAL_WINDOW, MESSAGE_OVERHEAD, MethodKind, StreamMap, StreamShared};
+
+/// Bytes of response DATA a stream may have queued for the client's
+/// HTTP/2 window before its handler stops getting send credit back.
+pub(crate) const QUEUED_LIMIT: usize = 256 << 10;
+
+/// A message's cost against a native stream window.
+fn cost(len: usize) -> i64 {
+    len as i64 + i64::from(MESSAGE_OVERHEAD)
+}
 
 /// Whether the first bytes of a connection are the HTTP/2 client preface
 /// (`None`: too few bytes to tell).
@@ -57,6 +75,20 @@ struct Call {
     request: Option<LinkBuffer>,
     /// Handed to the engine: the answer comes back under `seq`.
     started: bool,
+    /// A streaming call: messages go to its native stream one by one.
+    streaming: bool,
+    /// Request messages waiting for the native stream's credit.
+    held: VecDeque<LinkBuffer>,
+    /// The native credit left for request messages.
+    credit: i64,
+    /// The client ended its messages; the native half-close follows the
+    /// held ones.
+    half_closed: bool,
+    /// Response HEADERS sent (else an error is a Trailers-Only response).
+    headers_sent: bool,
+    /// Native send credit owed to the handler, given back once the
+    /// stream's queued output is under [`QUEUED_LIMIT`].
+    owed: i64,
 }
 
 /// The gRPC state of one HTTP/2 connection.
@@ -66,18 +98,26 @@ pub(crate) struct GrpcConn {
     by_seq: HashMap<u64, u32>,
     next_seq: u64,
     events: Vec<Event>,
+    /// The connection's native streams (its `ServerConn`'s).
+    streams: Arc<StreamMap>,
 }
 
 impl GrpcConn {
-    /// A connection whose server preface (SETTINGS) is written to `out`.
-    pub(crate) fn new(out: &mut LinkBuffer) -> GrpcConn {
+    /// A connection whose server preface (SETTINGS) is written to `out`;
+    /// `streams` are its `ServerConn`'s native streams.
+    pub(crate) fn new(streams: Arc<StreamMap>, out: &mut LinkBuffer) -> GrpcConn {
         GrpcConn {
             h2: ServerH2::new(Config::default(), out),
             calls: HashMap::new(),
             by_seq: HashMap::new(),
             next_seq: 1,
             events: Vec::new(),
+            streams,
         }
+    }
+
+    fn native(&self, seq: u64) -> Option<Arc<StreamShared>> {
+        self.streams.lock().get(&seq).cloned()
     }
 
     /// Starts a graceful close once the server drains (GOAWAY NO_ERROR
@@ -110,7 +150,59 @@ impl GrpcConn {
             self.on_event(event, engine, conn, out, native, deferred, now);
         }
         self.events = events;
+        // WINDOW_UPDATEs may have drained queued output.
+        self.pay_owed();
         result
+    }
+
+    /// Gives native send credit back to handlers whose queued output went
+    /// under the limit.
+    fn pay_owed(&mut self) {
+        let owing: Vec<(u32, u64, i64)> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.owed > 0)
+            .map(|(id, c)| (*id, c.seq, c.owed))
+            .collect();
+        for (stream, seq, owed) in owing {
+            if self.h2.queued(stream) <= QUEUED_LIMIT {
+                if let Some(c) = self.calls.get_mut(&stream) {
+                    c.owed = 0;
+                }
+                if let Some(shared) = self.native(seq) {
+                    let _ = shared.grant(u32::try_from(owed).unwrap_or(u32::MAX));
+                }
+            }
+        }
+    }
+
+    /// Hands held request messages to the native stream within its credit,
+    /// giving their HTTP/2 credit back; then the half-close, once all went.
+    fn deliver_held(&mut self, stream: u32, out: &mut LinkBuffer) {
+        let Some(call) = self.calls.get_mut(&stream) else {
+            return;
+        };
+        let Some(shared) = self.streams.lock().get(&call.seq).cloned() else {
+            return;
+        };
+        let mut released = 0;
+        while call.credit > 0 {
+            let Some(msg) = call.held.pop_front() else {
+                break;
+            };
+            call.credit -= cost(msg.len());
+            released += msg.len() + 5;
+            if shared.deliver(msg).is_err() {
+                break;
+            }
+        }
+        if call.held.is_empty() && call.half_closed {
+            call.half_closed = false;
+            let _ = shared.remote_end(Status::new(Code::Ok, ""));
+        }
+        if released > 0 {
+            self.h2.release(stream, released, out);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -132,7 +224,19 @@ impl GrpcConn {
             } => {
                 match self.open_call(engine, &fields) {
                     Ok(call) => {
+                        let streaming = call.streaming;
                         self.calls.insert(stream, call);
+                        if streaming {
+                            self.start(
+                                stream,
+                                engine,
+                                conn,
+                                LinkBuffer::new(),
+                                native,
+                                deferred,
+                                now,
+                            );
+                        }
                     }
                     Err(Refusal::Http(status)) => {
                         let status = status.to_string();
@@ -159,6 +263,33 @@ impl GrpcConn {
                 let Some(call) = self.calls.get_mut(&stream) else {
                     return;
                 };
+                if call.streaming {
+                    call.pending.append(data);
+                    call.pending.flush();
+                    loop {
+                        match next_message(&mut call.pending, max) {
+                            Ok(None) => break,
+                            Ok(Some(msg)) => call.held.push_back(msg),
+                            Err(status) => {
+                                self.fail_stream(stream, &status, out);
+                                return;
+                            }
+                        }
+                    }
+                    if end_stream {
+                        if !call.pending.is_empty() {
+                            self.fail_stream(
+                                stream,
+                                &Status::internal("the request ended inside a message"),
+                                out,
+                            );
+                            return;
+                        }
+                        call.half_closed = true;
+                    }
+                    self.deliver_held(stream, out);
+                    return;
+                }
                 if call.started {
                     // A unary call's request is complete: more DATA breaks
                     // the protocol (reset with the status below).
@@ -204,13 +335,24 @@ impl GrpcConn {
                 }
             }
             Event::EndStream { stream } => {
+                if let Some(call) = self.calls.get_mut(&stream)
+                    && call.streaming
+                {
+                    call.half_closed = true;
+                    self.deliver_held(stream, out);
+                    return;
+                }
                 self.end_of_requests(stream, engine, conn, out, native, deferred, now);
             }
             Event::Reset { stream, reason } => {
                 tracing::debug!(stream, ?reason, "gRPC stream reset");
                 if let Some(call) = self.calls.remove(&stream) {
                     self.by_seq.remove(&call.seq);
-                    if call.started {
+                    if call.streaming {
+                        if let Some(shared) = self.native(call.seq) {
+                            shared.abort(Status::cancelled("the client reset the stream"));
+                        }
+                    } else if call.started {
                         // The engine drops a waiting async handler on CANCEL.
                         let frame = Frame {
                             header: Header {
@@ -268,6 +410,25 @@ impl GrpcConn {
             );
             return;
         };
+        self.start(stream, engine, conn, payload, native, deferred, now);
+    }
+
+    /// Hands the call on `stream` to the engine as a native REQUEST (a
+    /// unary one with its `payload`, or one opening a stream).
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &mut self,
+        stream: u32,
+        engine: &ServerEngine,
+        conn: &ServerConn,
+        payload: LinkBuffer,
+        native: &mut LinkBuffer,
+        deferred: &mut Vec<DeferredCall>,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.get_mut(&stream) else {
+            return;
+        };
         call.started = true;
         let seq = call.seq;
         self.by_seq.insert(seq, stream);
@@ -279,6 +440,7 @@ impl GrpcConn {
                 method: call.method.clone(),
                 timeout_us: call.timeout_us,
                 metadata: std::mem::take(&mut call.metadata),
+                stream: call.streaming,
                 ..Header::default()
             },
             payload,
@@ -363,11 +525,6 @@ impl GrpcConn {
         let kind = engine
             .method_kind(&service, &method)
             .map_err(Refusal::Grpc)?;
-        if kind != MethodKind::Unary {
-            return Err(Refusal::Grpc(Status::unimplemented(
-                "streaming methods are not served over gRPC yet",
-            )));
-        }
         let seq = self.next_seq;
         self.next_seq += 1;
         Ok(Call {
@@ -379,6 +536,12 @@ impl GrpcConn {
             pending: LinkBuffer::new(),
             request: None,
             started: false,
+            streaming: kind != MethodKind::Unary,
+            held: VecDeque::new(),
+            credit: i64::from(INITIAL_WINDOW),
+            half_closed: false,
+            headers_sent: false,
+            owed: 0,
         })
     }
 
@@ -388,6 +551,60 @@ impl GrpcConn {
             self.by_seq.remove(&call.seq);
         }
         self.trailers_only(stream, status, out);
+    }
+
+    /// Ends a streaming call's `stream` with `status`: its handler is
+    /// cancelled; the client gets the status in trailers.
+    fn fail_stream(&mut self, stream: u32, status: &Status, out: &mut LinkBuffer) {
+        if let Some(call) = self.calls.get(&stream)
+            && let Some(shared) = self.native(call.seq)
+        {
+            shared.abort(status.clone());
+        }
+        self.end_with(stream, status, out);
+    }
+
+    /// The final status of `stream`: trailers after the messages, or a
+    /// Trailers-Only response if no HEADERS went yet.
+    fn end_with(&mut self, stream: u32, status: &Status, out: &mut LinkBuffer) {
+        let Some(call) = self.calls.remove(&stream) else {
+            self.trailers_only(stream, status, out);
+            return;
+        };
+        self.by_seq.remove(&call.seq);
+        if !call.headers_sent {
+            self.trailers_only(stream, status, out);
+            return;
+        }
+        let mut fields = vec![(
+            b"grpc-status".to_vec(),
+            status.code().as_u32().to_string().into_bytes(),
+        )];
+        if !status.message().is_empty() {
+            fields.push((
+                b"grpc-message".to_vec(),
+                percent_encode(status.message()).into_bytes(),
+            ));
+        }
+        let mut refs = Vec::new();
+        push_metadata(&mut refs, status.metadata().entries());
+        fields.extend(refs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())));
+        self.h2.send_trailers(stream, fields, out);
+    }
+
+    /// Sends the response HEADERS of `stream` if not sent yet.
+    fn ensure_headers(&mut self, stream: u32, metadata: &[MetadataEntry], out: &mut LinkBuffer) {
+        let Some(call) = self.calls.get_mut(&stream) else {
+            return;
+        };
+        if call.headers_sent {
+            return;
+        }
+        call.headers_sent = true;
+        let mut fields: Vec<(&[u8], &[u8])> =
+            vec![(b":status", b"200"), (b"content-type", b"application/grpc")];
+        push_metadata(&mut fields, metadata);
+        self.h2.send_headers(stream, &fields, false, out);
     }
 
     fn trailers_only(&mut self, stream: u32, status: &Status, out: &mut LinkBuffer) {
@@ -418,46 +635,72 @@ impl GrpcConn {
         loop {
             let frame = match codec::decode(native, limits) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return,
+                Ok(None) => break,
                 Err(e) => {
                     // Our own encoding: cannot happen; drop the rest.
                     tracing::error!("gRPC: undecodable native answer: {e}");
                     let n = native.len();
                     let _ = native.skip(n);
-                    return;
+                    break;
                 }
             };
-            if frame.message_type() != Some(MessageType::Response) {
-                continue;
-            }
-            let Some(stream) = self.by_seq.remove(&frame.header.seq) else {
-                continue; // cancelled meanwhile
+            let Some(&stream) = self.by_seq.get(&frame.header.seq) else {
+                continue; // ended or cancelled meanwhile
             };
-            self.calls.remove(&stream);
             if !self.h2.can_send(stream) {
                 continue;
             }
-            let Frame { header, payload } = frame;
-            if header.status_code != 0 {
-                let status = header.status();
-                self.trailers_only(stream, &status, out);
-                continue;
+            match frame.message_type() {
+                Some(MessageType::Response) => self.on_final(stream, frame, out),
+                Some(MessageType::Message) => {
+                    self.ensure_headers(stream, &[], out);
+                    let c = cost(frame.payload.len());
+                    self.h2
+                        .send_data(stream, prefixed(frame.payload), false, out);
+                    if let Some(call) = self.calls.get_mut(&stream) {
+                        call.owed += c;
+                    }
+                }
+                Some(MessageType::Window) => {
+                    if let Some(call) = self.calls.get_mut(&stream) {
+                        call.credit += i64::from(frame.header.window);
+                    }
+                    self.deliver_held(stream, out);
+                }
+                _ => {}
             }
-            let mut fields: Vec<(&[u8], &[u8])> =
-                vec![(b":status", b"200"), (b"content-type", b"application/grpc")];
-            push_metadata(&mut fields, &header.metadata);
-            self.h2.send_headers(stream, &fields, false, out);
-            let mut data = LinkBuffer::new();
-            let prefix = data.malloc(5);
-            prefix[0] = 0;
-            prefix[1..].copy_from_slice(&(payload.len() as u32).to_be_bytes());
-            data.append(payload);
-            data.flush();
-            self.h2.send_data(stream, data, false, out);
-            self.h2
-                .send_trailers(stream, vec![(b"grpc-status".to_vec(), b"0".to_vec())], out);
         }
+        self.pay_owed();
     }
+
+    /// A call's final native answer: a unary response, or a stream's status.
+    fn on_final(&mut self, stream: u32, frame: Frame, out: &mut LinkBuffer) {
+        let Frame { header, payload } = frame;
+        let streaming = self.calls.get(&stream).is_some_and(|c| c.streaming);
+        if header.status_code != 0 || streaming {
+            let status = header.status();
+            self.end_with(stream, &status, out);
+            return;
+        }
+        self.ensure_headers(stream, &header.metadata, out);
+        if let Some(call) = self.calls.remove(&stream) {
+            self.by_seq.remove(&call.seq);
+        }
+        self.h2.send_data(stream, prefixed(payload), false, out);
+        self.h2
+            .send_trailers(stream, vec![(b"grpc-status".to_vec(), b"0".to_vec())], out);
+    }
+}
+
+/// A message with its gRPC prefix (uncompressed, length), not copied.
+fn prefixed(payload: LinkBuffer) -> LinkBuffer {
+    let mut data = LinkBuffer::new();
+    let prefix = data.malloc(5);
+    prefix[0] = 0;
+    prefix[1..].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+    data.append(payload);
+    data.flush();
+    data
 }
 
 enum Refusal {

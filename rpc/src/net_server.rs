@@ -534,7 +534,7 @@ impl Handler for RpcHandler {
                         state.protocol = Protocol::Grpc;
                         let mut preface = LinkBuffer::new();
                         let link = Arc::new(GrpcLink {
-                            state: Mutex::new(GrpcConn::new(&mut preface)),
+                            state: Mutex::new(GrpcConn::new(state.conn.streams(), &mut preface)),
                             limits: *self.shared.engine.limits(),
                         });
                         let _ = state.outbox.grpc.set(link);

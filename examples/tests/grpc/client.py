@@ -89,6 +89,66 @@ elif case == "deadline":
     r = echo.Echo(echo_pb2.EchoRequest(payload=b"patient"), timeout=10)
     check(r.payload == b"patient", "echo with time to spare")
 
+elif case == "bidi_stream":
+    # Ping-pong: each message waits for its echo.
+    import queue
+    q = queue.Queue()
+
+    def requests():
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            yield item
+
+    responses = echo.EchoStream(requests(), timeout=30)
+    for i in range(100):
+        q.put(echo_pb2.EchoRequest(payload=b"ping %d" % i))
+        r = next(responses)
+        check(r.payload == b"ping %d" % i, f"ping-pong {i} came back as {r.payload!r}")
+    q.put(None)
+    rest = list(responses)
+    check(rest == [], f"{len(rest)} responses after the half-close")
+    # Bulk: 3,000 messages of 1 KiB written as fast as the windows allow,
+    # then 12 of 512 KiB (each beyond the HTTP/2 and native windows).
+    sent = [bytes([i & 0xFF]) * 1024 for i in range(3000)]
+    sent += [bytes([i]) * (512 << 10) for i in range(12)]
+    got = [r.payload for r in echo.EchoStream(
+        (echo_pb2.EchoRequest(payload=p) for p in sent), timeout=60)]
+    check(len(got) == len(sent), f"{len(got)} of {len(sent)} echoes")
+    check(got == sent, "echoes out of order or changed")
+    # An empty stream ends with OK and no messages.
+    got = list(echo.EchoStream(iter([]), timeout=10))
+    check(got == [], f"{len(got)} echoes of nothing")
+
+elif case == "cancel_stream":
+    # Cancel after the first response: the call ends CANCELLED here, the
+    # server drops its side, and the connection goes on serving.
+    import queue
+    q = queue.Queue()
+
+    def requests():
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            yield item
+
+    for round in range(20):
+        call = echo.EchoStream(requests(), timeout=30)
+        q.put(echo_pb2.EchoRequest(payload=b"first"))
+        check(next(call).payload == b"first", "first echo")
+        call.cancel()
+        try:
+            next(call)
+            sys.exit(f"{case}: a message after cancel")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.CANCELLED, f"code after cancel {e.code()}")
+        q.put(None)
+        q = queue.Queue()
+    check(echo.Echo(echo_pb2.EchoRequest(payload=b"after"), timeout=10).payload == b"after",
+          "unary after the cancels")
+
 else:
     sys.exit(f"unknown case {case}")
 print(f"{case}: ok")

@@ -839,7 +839,6 @@ impl ServerH2 {
     }
 
     /// Bytes of DATA queued on `stream` waiting for window.
-    #[allow(dead_code)]
     pub(crate) fn queued(&self, stream: u32) -> usize {
         self.streams.get(&stream).map_or(0, |s| {
             s.queue
