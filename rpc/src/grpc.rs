@@ -236,6 +236,10 @@ impl GrpcConn {
                                 deferred,
                                 now,
                             );
+                            // Response HEADERS at once, as tonic's and
+                            // grpc-java's servers do: a client may wait
+                            // for them before it sends its first message.
+                            self.ensure_headers(stream, &[], out);
                         }
                     }
                     Err(Refusal::Http(status)) => {
