@@ -14,7 +14,10 @@
 # connection, one message in flight each; "calls" are messages).
 # Contenders: NAMES (default "ferropoll tonic"); "ferropoll-async" is
 # rpc-server with async handlers; "ferropoll-intercepted" is rpc-server with
-# the three interceptors on (--metrics-addr, --trace, --method-limit). Ratios are against BASELINE (default tonic).
+# the three interceptors on (--metrics-addr, --trace, --method-limit);
+# "ferropoll-grpc" and "ferropoll-grpc-async" are rpc-server (sync / async
+# handlers) driven over gRPC by tonic-bench, the client tonic is measured
+# with (the same client for both servers). Ratios are against BASELINE (default tonic).
 #
 # Usage: examples/bench/rpc-compare.sh
 # Env:   ROUNDS=3 SECS=5 WARMUP=1 SIZES="128 4096" CONCS="1 50 500"
@@ -41,14 +44,15 @@ cargo build --release -q -p ferropoll-baselines --bin tonic-echo --bin tonic-ben
 BIN="$TARGET/release"
 bench_init
 
-port_of() { case $1 in ferropoll) echo 9251 ;; tonic) echo 9252 ;; ferropoll-async) echo 9253 ;; ferropoll-intercepted) echo 9254 ;; esac; }
+port_of() { case $1 in ferropoll) echo 9251 ;; tonic) echo 9252 ;; ferropoll-async) echo 9253 ;; ferropoll-intercepted) echo 9254 ;;
+    ferropoll-grpc) echo 9255 ;; ferropoll-grpc-async) echo 9256 ;; esac; }
 
 start_server() { # name -> sets SERVER_PID
     local name=$1 port
     port=$(port_of "$name")
     case $name in
-        ferropoll) start_pinned "$port" "$BIN/rpc-server" --addr "127.0.0.1:$port" --loops 1 ;;
-        ferropoll-async) start_pinned "$port" "$BIN/rpc-server" --addr "127.0.0.1:$port" --loops 1 --handlers async ;;
+        ferropoll | ferropoll-grpc) start_pinned "$port" "$BIN/rpc-server" --addr "127.0.0.1:$port" --loops 1 ;;
+        ferropoll-async | ferropoll-grpc-async) start_pinned "$port" "$BIN/rpc-server" --addr "127.0.0.1:$port" --loops 1 --handlers async ;;
         ferropoll-intercepted) start_pinned "$port" "$BIN/rpc-server" --addr "127.0.0.1:$port" --loops 1 \
             --metrics-addr 127.0.0.1:0 --trace --method-limit 100000 ;;
         tonic) start_pinned "$port" "$BIN/tonic-echo" --addr "127.0.0.1:$port" --threads 1 ;;
@@ -66,7 +70,7 @@ for size in $SIZES; do
             for name in $NAMES; do
                 start_server "$name"
                 client=rpc-bench
-                [ "$name" = tonic ] && client=tonic-bench
+                case $name in tonic | ferropoll-grpc*) client=tonic-bench ;; esac
                 t0=$(cpu_ticks "$SERVER_PID")
                 # shellcheck disable=SC2086 # STREAM_FLAG is empty or one word
                 line=$(taskset -c 1 "$BIN/$client" --addr "127.0.0.1:$(port_of "$name")" $STREAM_FLAG \

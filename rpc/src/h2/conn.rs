@@ -17,7 +17,8 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 use ferropoll_linkbuffer::LinkBuffer;
-use loona_hpack::{Decoder, Encoder};
+use httlib_hpack::Decoder;
+use loona_hpack::Encoder;
 
 use super::frame::{
     self, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, HEAD_LEN, Head, MAX_WINDOW, PREFACE, Reason, flag,
@@ -174,8 +175,7 @@ impl ServerH2 {
         if conn_window > DEFAULT_WINDOW {
             frame::write_window_update(out, 0, (conn_window - DEFAULT_WINDOW) as u32);
         }
-        let mut decoder = Decoder::new();
-        decoder.set_max_allowed_table_size(4096);
+        let decoder = Decoder::with_dynamic_size(4096);
         ServerH2 {
             cfg,
             phase: Phase::Preface,
@@ -575,21 +575,30 @@ impl ServerH2 {
             return Ok(());
         };
         // Decoded even when the stream is refused: the HPACK state is the
-        // connection's.
+        // connection's. Past the list limit the fields are dropped; a block
+        // that keeps expanding far beyond it (an HPACK bomb: tiny indexed
+        // references to a large table entry) ends the connection.
         let limit = self.cfg.max_header_list as usize;
         let mut size = 0usize;
         let mut fields = Vec::new();
-        self.decoder
-            .decode_with_cb(&block.bytes, |name, value| {
+        let mut bytes = block.bytes;
+        let mut one = Vec::with_capacity(1);
+        while !bytes.is_empty() {
+            self.decoder
+                .decode_exact(&mut bytes, &mut one)
+                .map_err(|e| conn_err(Reason::CompressionError, format!("HPACK: {e:?}")))?;
+            for (name, value, _) in one.drain(..) {
                 size += name.len() + value.len() + 32;
                 if size <= limit {
-                    fields.push((
-                        Bytes::copy_from_slice(&name),
-                        Bytes::copy_from_slice(&value),
+                    fields.push((Bytes::from(name), Bytes::from(value)));
+                } else if size > limit.saturating_mul(16) {
+                    return Err(conn_err(
+                        Reason::EnhanceYourCalm,
+                        format!("a header block decoding to over {} bytes", limit * 16),
                     ));
                 }
-            })
-            .map_err(|e| conn_err(Reason::CompressionError, format!("HPACK: {e:?}")))?;
+            }
+        }
         let id = block.stream;
         if let Some(s) = self.streams.get_mut(&id) {
             // Trailers: the block must end the stream.

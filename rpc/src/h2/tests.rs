@@ -233,14 +233,14 @@ fn headers_that_decode_past_the_list_limit_are_reported_not_kept() {
     block.extend(peer.block(&[(b"x-big", &big)]));
     let again = peer.block(&[(b"x-big", &big)]);
     assert!(again.len() <= 2, "the second use is an index: {again:?}");
-    for _ in 0..100 {
-        block.extend(&again);
-    }
+    // Over the limit by a little: the stream is reported, the connection lives.
+    let mut modest = block.clone();
+    modest.extend(&again);
     let (r, _) = peer.exchange(&frame(
         kind::HEADERS,
         flag::END_HEADERS | flag::END_STREAM,
         1,
-        &block,
+        &modest,
     ));
     r.unwrap();
     assert!(
@@ -248,6 +248,19 @@ fn headers_that_decode_past_the_list_limit_are_reported_not_kept() {
         "{:?}",
         peer.events
     );
+    // Expanding without end: the connection goes.
+    let mut bomb = peer.request_block("/a.B/C");
+    for _ in 0..100 {
+        bomb.extend(&again);
+    }
+    let (r, out) = peer.exchange(&frame(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        3,
+        &bomb,
+    ));
+    assert_eq!(r.unwrap_err().reason, Reason::EnhanceYourCalm);
+    assert_eq!(out.last().unwrap().0.kind, kind::GOAWAY);
 }
 
 #[test]
