@@ -24,7 +24,7 @@
 //! Not yet: compressed messages (answered UNIMPLEMENTED; `grpc-encoding`
 //! other than `identity` is refused).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,7 @@ use ferropoll_linkbuffer::LinkBuffer;
 use crate::codec::{self, Frame, Header, Limits, MessageType};
 use crate::h2::conn::{Config, ConnError, Event, ServerH2};
 use crate::h2::frame::Reason;
+use crate::hash::{SeqMap, StreamIdMap};
 use crate::metadata::MetadataEntry;
 use crate::server::{DeferredCall, Progress, ServerConn, ServerEngine};
 use crate::status::{Code, Status};
@@ -94,8 +95,8 @@ struct Call {
 /// The gRPC state of one HTTP/2 connection.
 pub(crate) struct GrpcConn {
     h2: ServerH2,
-    calls: HashMap<u32, Call>,
-    by_seq: HashMap<u64, u32>,
+    calls: StreamIdMap<Call>,
+    by_seq: SeqMap<u32>,
     next_seq: u64,
     events: Vec<Event>,
     /// The connection's native streams (its `ServerConn`'s).
@@ -108,8 +109,8 @@ impl GrpcConn {
     pub(crate) fn new(streams: Arc<StreamMap>, out: &mut LinkBuffer) -> GrpcConn {
         GrpcConn {
             h2: ServerH2::new(Config::default(), out),
-            calls: HashMap::new(),
-            by_seq: HashMap::new(),
+            calls: StreamIdMap::default(),
+            by_seq: SeqMap::default(),
             next_seq: 1,
             events: Vec::new(),
             streams,
@@ -659,8 +660,7 @@ impl GrpcConn {
                 Some(MessageType::Message) => {
                     self.ensure_headers(stream, &[], out);
                     let c = cost(frame.payload.len());
-                    self.h2
-                        .send_data(stream, prefixed(frame.payload), false, out);
+                    self.h2.send_message(stream, frame.payload, out);
                     if let Some(call) = self.calls.get_mut(&stream) {
                         call.owed += c;
                     }
@@ -690,21 +690,9 @@ impl GrpcConn {
         if let Some(call) = self.calls.remove(&stream) {
             self.by_seq.remove(&call.seq);
         }
-        self.h2.send_data(stream, prefixed(payload), false, out);
-        self.h2
-            .send_trailers(stream, vec![(b"grpc-status".to_vec(), b"0".to_vec())], out);
+        self.h2.send_message(stream, payload, out);
+        self.h2.send_trailer(stream, b"grpc-status", b"0", out);
     }
-}
-
-/// A message with its gRPC prefix (uncompressed, length), not copied.
-fn prefixed(payload: LinkBuffer) -> LinkBuffer {
-    let mut data = LinkBuffer::new();
-    let prefix = data.malloc(5);
-    prefix[0] = 0;
-    prefix[1..].copy_from_slice(&(payload.len() as u32).to_be_bytes());
-    data.append(payload);
-    data.flush();
-    data
 }
 
 enum Refusal {

@@ -24,6 +24,10 @@ impl Hasher for SeqHasher {
     fn write_u64(&mut self, n: u64) {
         self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
 }
 
 /// FNV-1a over the bytes of a short name.
@@ -50,6 +54,9 @@ impl Hasher for NameHasher {
 }
 
 pub(crate) type SeqMap<V> = std::collections::HashMap<u64, V, BuildHasherDefault<SeqHasher>>;
+/// HTTP/2 stream ids (odd, increasing, and at most a connection's stream
+/// limit of them live at once).
+pub(crate) type StreamIdMap<V> = std::collections::HashMap<u32, V, BuildHasherDefault<SeqHasher>>;
 pub(crate) type NameMap<V> =
     std::collections::HashMap<Box<[u8]>, V, BuildHasherDefault<NameHasher>>;
 

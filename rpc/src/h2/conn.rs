@@ -13,12 +13,14 @@
 //! more DATA than the windows we granted; a frame over the maximum frame
 //! size ends the connection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use ferropoll_linkbuffer::LinkBuffer;
 use httlib_hpack::Decoder;
 use loona_hpack::Encoder;
+
+use crate::hash::StreamIdMap;
 
 use super::frame::{
     self, DEFAULT_MAX_FRAME, DEFAULT_WINDOW, HEAD_LEN, Head, MAX_WINDOW, PREFACE, Reason, flag,
@@ -97,8 +99,13 @@ impl std::fmt::Display for ConnError {
 }
 
 enum Pending {
-    Data { data: LinkBuffer, end_stream: bool },
+    Data {
+        data: LinkBuffer,
+        end_stream: bool,
+    },
     Trailers(Vec<(Vec<u8>, Vec<u8>)>),
+    /// Trailers of one field (gRPC's `grpc-status: 0`), without allocating.
+    Trailer(&'static [u8], &'static [u8]),
 }
 
 struct Stream {
@@ -148,7 +155,7 @@ pub(crate) struct ServerH2 {
     conn_send_window: i64,
     conn_recv_window: i64,
     conn_recv_unacked: u32,
-    streams: HashMap<u32, Stream>,
+    streams: StreamIdMap<Stream>,
     /// Highest stream id the peer opened.
     last_stream: u32,
     block: Option<Block>,
@@ -188,7 +195,7 @@ impl ServerH2 {
             conn_send_window: DEFAULT_WINDOW,
             conn_recv_window: conn_window,
             conn_recv_unacked: 0,
-            streams: HashMap::new(),
+            streams: StreamIdMap::default(),
             last_stream: 0,
             block: None,
             peer_going_away: false,
@@ -813,6 +820,7 @@ impl ServerH2 {
     }
 
     /// Queues `data` on `stream` and sends what the windows allow.
+    #[cfg(test)]
     pub(crate) fn send_data(
         &mut self,
         stream: u32,
@@ -847,6 +855,66 @@ impl ServerH2 {
         self.pump(stream, out);
     }
 
+    /// Sends a one-field trailer ending `stream`, after its queued DATA.
+    pub(crate) fn send_trailer(
+        &mut self,
+        stream: u32,
+        name: &'static [u8],
+        value: &'static [u8],
+        out: &mut LinkBuffer,
+    ) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if s.local_closed {
+            return;
+        }
+        if s.queue.is_empty() {
+            let block = self.encode_block(&[(name, value)]);
+            frame::write_headers(out, stream, &block, true, self.peer_max_frame as usize);
+            self.close_local(stream, out);
+            return;
+        }
+        s.queue.push_back(Pending::Trailer(name, value));
+        self.pump(stream, out);
+    }
+
+    /// Sends one gRPC message on `stream`: its 5-byte prefix (uncompressed,
+    /// length) and `payload`, linked, not copied. In one DATA frame when
+    /// the windows and the frame size allow and nothing waits before it.
+    pub(crate) fn send_message(&mut self, stream: u32, payload: LinkBuffer, out: &mut LinkBuffer) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if s.local_closed {
+            return;
+        }
+        let len = payload.len() + 5;
+        let fits = len as i64 <= s.send_window.min(self.conn_send_window)
+            && len <= self.peer_max_frame as usize;
+        if s.queue.is_empty() && fits {
+            s.send_window -= len as i64;
+            self.conn_send_window -= len as i64;
+            frame::write_head(out, len, kind::DATA, 0, stream);
+            let prefix = out.malloc(5);
+            prefix[0] = 0;
+            prefix[1..].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+            out.append(payload);
+            return;
+        }
+        let mut data = LinkBuffer::new();
+        let prefix = data.malloc(5);
+        prefix[0] = 0;
+        prefix[1..].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+        data.append(payload);
+        data.flush();
+        s.queue.push_back(Pending::Data {
+            data,
+            end_stream: false,
+        });
+        self.pump(stream, out);
+    }
+
     /// Bytes of DATA queued on `stream` waiting for window.
     pub(crate) fn queued(&self, stream: u32) -> usize {
         self.streams.get(&stream).map_or(0, |s| {
@@ -854,7 +922,7 @@ impl ServerH2 {
                 .iter()
                 .map(|p| match p {
                     Pending::Data { data, .. } => data.len(),
-                    Pending::Trailers(_) => 0,
+                    Pending::Trailers(_) | Pending::Trailer(..) => 0,
                 })
                 .sum()
         })
@@ -908,13 +976,16 @@ impl ServerH2 {
                         return;
                     }
                 }
-                Pending::Trailers(_) => {
-                    let Some(Pending::Trailers(fields)) = s.queue.pop_front() else {
-                        return;
+                Pending::Trailers(_) | Pending::Trailer(..) => {
+                    let block = match s.queue.pop_front() {
+                        Some(Pending::Trailers(fields)) => {
+                            let refs: Vec<(&[u8], &[u8])> =
+                                fields.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+                            self.encode_block(&refs)
+                        }
+                        Some(Pending::Trailer(name, value)) => self.encode_block(&[(name, value)]),
+                        _ => return,
                     };
-                    let refs: Vec<(&[u8], &[u8])> =
-                        fields.iter().map(|(n, v)| (&n[..], &v[..])).collect();
-                    let block = self.encode_block(&refs);
                     frame::write_headers(out, stream, &block, true, max_frame);
                     self.close_local(stream, out);
                     return;

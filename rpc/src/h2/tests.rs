@@ -517,3 +517,58 @@ fn a_reset_from_the_peer_ends_the_stream() {
     let (r, _) = peer.exchange(&frame(kind::DATA, 0, 1, b"late"));
     r.unwrap();
 }
+
+#[test]
+fn a_message_goes_in_one_frame_when_it_fits_and_queues_when_not() {
+    let (mut peer, _) = Peer::open(Config::default());
+    let block = peer.request_block("/a.B/C");
+    let (r, _) = peer.exchange(&frame(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        1,
+        &block,
+    ));
+    r.unwrap();
+    let mut out = LinkBuffer::new();
+    peer.server.send_message(1, buf(b"hello"), &mut out);
+    peer.server.send_trailer(1, b"grpc-status", b"0", &mut out);
+    let f = frames(&mut out);
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert_eq!((f[0].0.kind, f[0].0.flags), (kind::DATA, 0));
+    assert_eq!(f[0].1, b"\0\0\0\0\x05hello");
+    assert!(f[1].0.has(flag::END_STREAM));
+    assert_eq!(
+        peer.decode(&f[1].1),
+        vec![(b"grpc-status".to_vec(), b"0".to_vec())]
+    );
+
+    // 70,000 bytes do not fit the default window: the window's worth goes,
+    // the rest and the trailer wait for credit.
+    let block = peer.request_block("/a.B/C");
+    let (r, _) = peer.exchange(&frame(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        3,
+        &block,
+    ));
+    r.unwrap();
+    let mut out = LinkBuffer::new();
+    peer.server
+        .send_message(3, buf(&vec![1u8; 70_000]), &mut out);
+    peer.server.send_trailer(3, b"grpc-status", b"0", &mut out);
+    let f = frames(&mut out);
+    let sent: usize = of_kind(&f, kind::DATA).iter().map(|(_, p)| p.len()).sum();
+    assert_eq!(
+        sent,
+        65_535 - 10,
+        "the window less the first stream's message"
+    );
+    assert!(of_kind(&f, kind::HEADERS).is_empty());
+    let mut more = frame(kind::WINDOW_UPDATE, 0, 3, &100_000u32.to_be_bytes());
+    more.extend(frame(kind::WINDOW_UPDATE, 0, 0, &100_000u32.to_be_bytes()));
+    let (r, out) = peer.exchange(&more);
+    r.unwrap();
+    let rest: usize = of_kind(&out, kind::DATA).iter().map(|(_, p)| p.len()).sum();
+    assert_eq!(sent + rest, 70_005);
+    assert_eq!(of_kind(&out, kind::HEADERS).len(), 1);
+}
