@@ -1,0 +1,359 @@
+//! gRPC over HTTP/2 on a real socket, driven frame by frame: what a
+//! server owes a gRPC client (metadata both ways, statuses in trailers,
+//! HTTP errors for what is not gRPC) and what it does to a peer that breaks
+//! HTTP/2 (GOAWAY with the right code and a close, the other connections
+//! untouched). Interop with real gRPC implementations is in
+//! `examples/tests/grpc.rs` (Python grpcio) and
+//! `examples/baselines/tests/tonic_client.rs` (tonic).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::EchoImpl;
+use common::echo::{EchoClient, EchoRequest, EchoResponse, EchoServer};
+use ferropoll_rpc::{Client, ClientOptions, Listener, Server};
+use ferropoll_transport::testing::LeakCheck;
+use prost::Message;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const GOAWAY: u8 = 7;
+const END_STREAM: u8 = 1;
+const END_HEADERS: u8 = 4;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    v.extend([kind, flags]);
+    v.extend(stream.to_be_bytes());
+    v.extend(payload);
+    v
+}
+
+/// A hand-driven HTTP/2 client.
+struct Peer {
+    s: TcpStream,
+    enc: loona_hpack::Encoder<'static>,
+    dec: httlib_hpack::Decoder<'static>,
+}
+
+#[derive(Debug)]
+struct Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+impl Peer {
+    fn connect(addr: &str) -> Peer {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut p = Peer {
+            s,
+            enc: loona_hpack::Encoder::new(),
+            dec: httlib_hpack::Decoder::with_dynamic_size(4096),
+        };
+        let mut hello = PREFACE.to_vec();
+        hello.extend(frame(SETTINGS, 0, 0, &[]));
+        p.s.write_all(&hello).unwrap();
+        p
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).unwrap();
+    }
+
+    /// The next frame, or `None` at EOF.
+    fn read(&mut self) -> Option<Frame> {
+        let mut head = [0u8; 9];
+        if self.s.read_exact(&mut head).is_err() {
+            return None;
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0; len];
+        self.s.read_exact(&mut payload).unwrap();
+        Some(Frame {
+            kind: head[3],
+            flags: head[4],
+            stream: u32::from_be_bytes([head[5], head[6], head[7], head[8]]),
+            payload,
+        })
+    }
+
+    fn headers(&mut self, block: &[u8]) -> Vec<(String, String)> {
+        let mut buf = block.to_vec();
+        let mut out = Vec::new();
+        self.dec.decode(&mut buf, &mut out).unwrap();
+        out.into_iter()
+            .map(|(n, v, _)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()))
+            .collect()
+    }
+
+    fn request(&mut self, stream: u32, path: &str, content_type: &str, extra: &[(&str, &str)]) {
+        let mut fields: Vec<(&[u8], &[u8])> = vec![
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", path.as_bytes()),
+            (b":authority", b"test"),
+            (b"content-type", content_type.as_bytes()),
+            (b"te", b"trailers"),
+        ];
+        fields.extend(extra.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+        let block = self.enc.encode(fields);
+        self.send(&frame(HEADERS, END_HEADERS, stream, &block));
+    }
+
+    fn message(&mut self, stream: u32, msg: &impl Message, end: bool) {
+        let body = msg.encode_to_vec();
+        let mut data = vec![0];
+        data.extend((body.len() as u32).to_be_bytes());
+        data.extend(body);
+        self.send(&frame(
+            DATA,
+            if end { END_STREAM } else { 0 },
+            stream,
+            &data,
+        ));
+    }
+
+    /// Reads until `stream` ends: its header blocks (decoded) and DATA.
+    fn response(&mut self, stream: u32) -> (Vec<Vec<(String, String)>>, Vec<u8>) {
+        let (mut blocks, mut data) = (Vec::new(), Vec::new());
+        loop {
+            let f = self
+                .read()
+                .expect("the server closed before the stream ended");
+            if f.stream != stream {
+                continue;
+            }
+            match f.kind {
+                HEADERS => {
+                    let block = self.headers(&f.payload);
+                    blocks.push(block);
+                }
+                DATA => data.extend(&f.payload),
+                RST_STREAM => panic!("stream {stream} reset: {:?}", f.payload),
+                _ => {}
+            }
+            if f.flags & END_STREAM != 0 {
+                return (blocks, data);
+            }
+        }
+    }
+}
+
+fn get<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn start() -> (Server, String) {
+    let mut b = Server::builder();
+    b.num_loops(1);
+    b.register(EchoServer::new(EchoImpl::default())).unwrap();
+    let server = b.build().unwrap();
+    let addr = server
+        .listen(Listener::bind_tcp("127.0.0.1:0").unwrap())
+        .unwrap()
+        .to_string();
+    (server, addr)
+}
+
+#[test]
+fn metadata_goes_both_ways_and_statuses_come_in_trailers() {
+    let leaks = LeakCheck::new();
+    let (server, addr) = start();
+    let mut p = Peer::connect(&addr);
+    // The handler answers `meta` with the request's `k` entry, in the body
+    // and in the response metadata `echoed`.
+    p.request(1, "/echo.Echo/Echo", "application/grpc", &[("k", "v 1")]);
+    p.message(
+        1,
+        &EchoRequest {
+            payload: b"meta"[..].into(),
+        },
+        true,
+    );
+    let (blocks, data) = p.response(1);
+    assert_eq!(blocks.len(), 2, "headers and trailers: {blocks:?}");
+    assert_eq!(get(&blocks[0], ":status"), Some("200"));
+    assert_eq!(get(&blocks[0], "content-type"), Some("application/grpc"));
+    assert_eq!(get(&blocks[0], "echoed"), Some("v 1"));
+    assert_eq!(get(&blocks[1], "grpc-status"), Some("0"));
+    assert_eq!(&data[..5], &[0, 0, 0, 0, (data.len() - 5) as u8]);
+    let resp = EchoResponse::decode(&data[5..]).unwrap();
+    assert_eq!(&resp.payload[..], b"v 1");
+
+    // A panicking handler: INTERNAL, as a Trailers-Only response.
+    p.request(3, "/echo.Echo/Echo", "application/grpc+proto", &[]);
+    p.message(
+        3,
+        &EchoRequest {
+            payload: b"panic"[..].into(),
+        },
+        true,
+    );
+    let (blocks, data) = p.response(3);
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    assert_eq!(get(&blocks[0], "grpc-status"), Some("13"));
+    assert!(data.is_empty());
+
+    // An unknown method: UNIMPLEMENTED with its name in grpc-message.
+    p.request(5, "/echo.Echo/Nope", "application/grpc", &[]);
+    p.message(5, &EchoRequest::default(), true);
+    let (blocks, _) = p.response(5);
+    assert_eq!(get(&blocks[0], "grpc-status"), Some("12"));
+    assert!(get(&blocks[0], "grpc-message").unwrap().contains("Nope"));
+
+    // Not gRPC: 415 for another content type, 405 for GET.
+    p.request(7, "/echo.Echo/Echo", "application/json", &[]);
+    let (blocks, _) = p.response(7);
+    assert_eq!(get(&blocks[0], ":status"), Some("415"));
+    let block = p.enc.encode([
+        (&b":method"[..], &b"GET"[..]),
+        (b":scheme", b"http"),
+        (b":path", b"/"),
+        (b"content-type", b"application/grpc"),
+    ]);
+    p.send(&frame(HEADERS, END_HEADERS | END_STREAM, 9, &block));
+    let (blocks, _) = p.response(9);
+    assert_eq!(get(&blocks[0], ":status"), Some("405"));
+
+    // A unary call with two messages breaks the protocol: INTERNAL.
+    p.request(11, "/echo.Echo/Echo", "application/grpc", &[]);
+    p.message(11, &EchoRequest::default(), false);
+    p.message(11, &EchoRequest::default(), true);
+    let (blocks, _) = p.response(11);
+    assert_eq!(get(blocks.last().unwrap(), "grpc-status"), Some("13"));
+    drop(p);
+    server.shutdown(Duration::from_secs(2)).unwrap();
+    drop(server);
+    leaks.assert_clean();
+}
+
+#[test]
+fn a_peer_that_breaks_http2_is_closed_and_the_others_are_served() {
+    let leaks = LeakCheck::new();
+    let (server, addr) = start();
+    let native = Client::connect(&addr, ClientOptions::default()).unwrap();
+    let echo = EchoClient::new(native.clone());
+    let mut good = Peer::connect(&addr);
+    let cases: Vec<(&str, Vec<u8>, u32)> = vec![
+        ("DATA on stream 0", frame(DATA, 0, 0, b"x"), 0x1),
+        (
+            "a frame over 16 KiB",
+            frame(DATA, 0, 1, &vec![0; 20_000]),
+            0x6,
+        ),
+        ("a bad SETTINGS length", frame(SETTINGS, 0, 0, &[0; 7]), 0x6),
+        (
+            "an even stream id",
+            {
+                let mut enc = loona_hpack::Encoder::new();
+                let block = enc.encode([(&b":method"[..], &b"POST"[..])]);
+                frame(HEADERS, END_HEADERS, 2, &block)
+            },
+            0x1,
+        ),
+        (
+            "garbage HPACK",
+            frame(HEADERS, END_HEADERS, 1, &[0xff; 8]),
+            0x9,
+        ),
+    ];
+    for (what, bytes, code) in cases {
+        let mut bad = Peer::connect(&addr);
+        bad.send(&bytes);
+        let mut goaway = None;
+        while let Some(f) = bad.read() {
+            if f.kind == GOAWAY {
+                goaway = Some(u32::from_be_bytes([
+                    f.payload[4],
+                    f.payload[5],
+                    f.payload[6],
+                    f.payload[7],
+                ]));
+            }
+        }
+        assert_eq!(goaway, Some(code), "{what}: GOAWAY code, then EOF");
+        // Others go on: a native call and a gRPC call.
+        let r = echo
+            .echo(&EchoRequest {
+                payload: what.as_bytes().to_vec().into(),
+            })
+            .unwrap();
+        assert_eq!(&r.payload[..], what.as_bytes());
+    }
+    // A bad preface: a GOAWAY and the close (read to EOF, no hang).
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"PRI * HTTP/1.1\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    good.request(1, "/echo.Echo/Echo", "application/grpc", &[]);
+    good.message(
+        1,
+        &EchoRequest {
+            payload: b"still"[..].into(),
+        },
+        true,
+    );
+    let (blocks, data) = good.response(1);
+    assert_eq!(get(&blocks[1], "grpc-status"), Some("0"));
+    assert_eq!(
+        &EchoResponse::decode(&data[5..]).unwrap().payload[..],
+        b"still"
+    );
+    drop((good, s, echo, native));
+    server.shutdown(Duration::from_secs(2)).unwrap();
+    drop(server);
+    leaks.assert_clean();
+}
+
+#[test]
+fn a_flood_of_reset_streams_leaves_the_connection_serving() {
+    let leaks = LeakCheck::new();
+    let (server, addr) = start();
+    let mut p = Peer::connect(&addr);
+    // Rapid reset: HEADERS and RST_STREAM, again and again.
+    let mut burst = Vec::new();
+    let mut id = 1;
+    for _ in 0..5_000 {
+        let block = p.enc.encode([
+            (&b":method"[..], &b"POST"[..]),
+            (b":scheme", b"http"),
+            (b":path", b"/echo.Echo/EchoStream"),
+            (b"content-type", b"application/grpc"),
+        ]);
+        burst.extend(frame(HEADERS, END_HEADERS, id, &block));
+        burst.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
+        id += 2;
+    }
+    p.send(&burst);
+    p.request(id, "/echo.Echo/Echo", "application/grpc", &[]);
+    p.message(
+        id,
+        &EchoRequest {
+            payload: b"after"[..].into(),
+        },
+        true,
+    );
+    let (blocks, data) = p.response(id);
+    assert_eq!(get(blocks.last().unwrap(), "grpc-status"), Some("0"));
+    assert_eq!(
+        &EchoResponse::decode(&data[5..]).unwrap().payload[..],
+        b"after"
+    );
+    drop(p);
+    server.shutdown(Duration::from_secs(2)).unwrap();
+    drop(server);
+    leaks.assert_clean();
+}
