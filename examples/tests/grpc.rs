@@ -1,8 +1,10 @@
-//! gRPC interop: Python `grpcio` (the C-core implementation, from PyPI)
-//! calls `rpc-server` over HTTP/2 cleartext on the port that also speaks
-//! the native protocol. The interpreter is `$FERROPOLL_PYTHON` (a venv with
-//! `grpcio` and `grpcio-tools`; `bash .ci/test` makes one); without it the
-//! tests fail and say how to get one.
+//! gRPC interop: Python `grpcio` (the C-core implementation, from PyPI) and
+//! Node `@grpc/grpc-js` (pure JavaScript, from npm) call `rpc-server` over
+//! HTTP/2 cleartext on the port that also speaks the native protocol. The
+//! Python is `$FERROPOLL_PYTHON` (a venv with `grpcio` and `grpcio-tools`),
+//! the Node modules are in `$FERROPOLL_NODE_PATH` (`@grpc/grpc-js` and
+//! `@grpc/proto-loader`); `bash .ci/test` makes both. Without them the tests
+//! fail and say how to get them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -61,6 +63,71 @@ fn python() -> String {
         .is_ok_and(|s| s.success());
     assert!(ok, "{python} cannot import grpc and grpc_tools");
     python
+}
+
+fn node_path() -> String {
+    let path = std::env::var("FERROPOLL_NODE_PATH").unwrap_or_else(|_| {
+        panic!(
+            "FERROPOLL_NODE_PATH is not set: point it at a node_modules with @grpc/grpc-js and \
+             @grpc/proto-loader (`npm install @grpc/grpc-js @grpc/proto-loader`; `bash .ci/test` does this)"
+        )
+    });
+    assert!(
+        Path::new(&path).join("@grpc/grpc-js").exists(),
+        "{path} holds no @grpc/grpc-js"
+    );
+    path
+}
+
+/// Runs one case of `tests/grpc/client.js` (grpc-js) against a server
+/// started with `extra` flags.
+fn grpc_js_case(case: &str, extra: &[&str]) {
+    let node_path = node_path();
+    let name = format!("js-{case}{}", extra.join(""));
+    let (_server, sock) = start_server(&name, extra);
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("timeout")
+        .args(["120", "node"])
+        .arg(here.join("tests/grpc/client.js"))
+        .arg(format!("unix:{}", sock.display()))
+        .arg(here.join("../proto/protos"))
+        .arg(case)
+        .env("NODE_PATH", &node_path)
+        .output()
+        .expect("node not found (Debian package nodejs; `bash .ci/test` installs it)");
+    assert!(
+        out.status.success(),
+        "grpc-js case {case} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{case}: ok")));
+}
+
+#[test]
+fn grpc_js_unary_and_concurrent() {
+    grpc_js_case("unary", &[]);
+}
+
+#[test]
+fn grpc_js_status_code_and_message() {
+    grpc_js_case("status", &["--kv-pool"]);
+}
+
+#[test]
+fn grpc_js_bidi_stream_async_handlers() {
+    grpc_js_case("bidi_stream", &["--handlers", "async"]);
+}
+
+#[test]
+fn grpc_js_bidi_stream_sync_handlers() {
+    grpc_js_case("bidi_stream", &[]);
+}
+
+#[test]
+fn grpc_js_cancel_after_first_response() {
+    grpc_js_case("cancel_stream", &[]);
 }
 
 /// Runs one case of `tests/grpc/client.py` against a server started with

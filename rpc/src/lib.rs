@@ -59,6 +59,18 @@
 //! `sendmsg`s. [`Client::in_process`] runs the same bytes through an engine
 //! without sockets.
 //!
+//! **gRPC**: a [`Server`] also answers gRPC clients (grpcio, grpc-go,
+//! grpc-java, tonic, ...) over HTTP/2 cleartext with prior knowledge, on the
+//! same port: a connection whose first bytes are the HTTP/2 preface is
+//! served by a sans-IO HTTP/2 connection (HPACK from the `httlib-hpack` and
+//! `loona-hpack` crates) whose calls run through the same engine — the same
+//! services and handlers, interceptors, deadlines (`grpc-timeout`) and
+//! limits. Unary and streaming methods; statuses in trailers with a
+//! percent-encoded `grpc-message`; request metadata (other than the
+//! reserved `grpc-*` headers) in [`Context::metadata`], `-bin` values in
+//! their base64 form. Not yet: compression (a `grpc-encoding` other than
+//! `identity` is answered UNIMPLEMENTED), TLS, a gRPC client.
+//!
 //! Performance rules kept on the server path: a request's payload is a
 //! zero-copy slice of the connection's input (its `bytes` fields decode as
 //! `Bytes` views of it); service and method are looked up from the header's

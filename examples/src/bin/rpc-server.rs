@@ -1,4 +1,5 @@
-//! The ferropoll RPC server of the examples: `echo.Echo` and `kv.Kv`.
+//! The ferropoll RPC server of the examples: `echo.Echo` and `kv.Kv`, over
+//! ferropoll's protocol and over gRPC (HTTP/2 cleartext) on the same port.
 //!
 //! ```text
 //! rpc-server [--addr 127.0.0.1:9200] [--loops N] [--kv-pool] [--handlers sync|async]
