@@ -54,14 +54,17 @@ fn python() -> String {
     let python = std::env::var("FERROPOLL_PYTHON").unwrap_or_else(|_| {
         panic!(
             "FERROPOLL_PYTHON is not set: point it at a Python with grpcio and grpcio-tools \
-             (`python3 -m venv v && v/bin/pip install grpcio grpcio-tools`; `bash .ci/test` does this)"
+             (`python3 -m venv v && v/bin/pip install grpcio grpcio-tools grpcio-health-checking`; `bash .ci/test` does this)"
         )
     });
     let ok = Command::new(&python)
-        .args(["-c", "import grpc, grpc_tools"])
+        .args(["-c", "import grpc, grpc_tools, grpc_health"])
         .status()
         .is_ok_and(|s| s.success());
-    assert!(ok, "{python} cannot import grpc and grpc_tools");
+    assert!(
+        ok,
+        "{python} cannot import grpc, grpc_tools and grpc_health (grpcio-health-checking)"
+    );
     python
 }
 
@@ -219,6 +222,11 @@ fn grpcio_cancel_after_first_response() {
 #[test]
 fn grpcio_cancel_after_first_response_async_handlers() {
     grpcio_case("cancel_stream", &["--handlers", "async"]);
+}
+
+#[test]
+fn grpcio_health_check_and_watch() {
+    grpcio_case("health", &[]);
 }
 
 /// The native client and a gRPC client on the same port, one after the other.

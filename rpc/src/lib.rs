@@ -157,6 +157,7 @@ mod deadline_timer;
 mod grpc;
 mod h2;
 mod hash;
+pub mod health;
 pub mod intercept;
 mod keepalive;
 mod metadata;

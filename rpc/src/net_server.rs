@@ -40,6 +40,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::codec::{self, Limits};
 use crate::context::PeerAddr;
 use crate::grpc::{self, GrpcConn};
+use crate::health::{HealthReporter, HealthService, ServingStatus};
 use crate::intercept::Interceptor;
 use crate::keepalive::{self, PingPolicy};
 use crate::server::{DeferredCall, RegisterError, ServerConn, ServerEngine, ServiceConfig};
@@ -88,6 +89,7 @@ pub struct ServerBuilder {
     loops: ferropoll_transport::Builder,
     pool: Option<Pool>,
     idle_timeout: Option<Duration>,
+    health: Option<HealthReporter>,
     /// The first bad setting, reported by `build`.
     invalid: Option<String>,
     built: bool,
@@ -116,6 +118,7 @@ impl Default for ServerBuilder {
             loops,
             pool: None,
             idle_timeout: None,
+            health: None,
             invalid: None,
             built: false,
         }
@@ -217,6 +220,15 @@ impl ServerBuilder {
         self.engine.register(service)
     }
 
+    /// Serves the standard health service, `grpc.health.v1.Health`
+    /// ([`health`](crate::health)): at [`build`](Self::build) every service
+    /// registered by then and the server as a whole (`""`) are SERVING;
+    /// [`Server::shutdown`] makes them NOT_SERVING before it drains. Returns
+    /// the reporter that changes them (the same one if called again).
+    pub fn health(&mut self) -> HealthReporter {
+        self.health.get_or_insert_with(HealthReporter::new).clone()
+    }
+
     /// Registers a shared service; see [`ServerEngine::register_arc`].
     ///
     /// # Errors
@@ -273,6 +285,16 @@ impl ServerBuilder {
             .limits()
             .validate()
             .map_err(|why| invalid(format!("server limits: {why}")))?;
+        let health = self.health.take();
+        if let Some(reporter) = &health {
+            reporter.set("", ServingStatus::Serving);
+            for name in self.engine.service_names() {
+                reporter.set(name, ServingStatus::Serving);
+            }
+            self.engine
+                .register(HealthService::new(reporter.clone()))
+                .map_err(|e| invalid(format!("health service: {e}")))?;
+        }
         self.built = true;
         self.loops.dispatch(ferropoll_transport::Dispatch::Inline);
         let shared = Arc::new(Shared {
@@ -283,6 +305,11 @@ impl ServerBuilder {
             drained_cv: Condvar::new(),
             on_shutdown: Mutex::new(Vec::new()),
         });
+        if let Some(reporter) = health {
+            shared.on_shutdown.lock().push(Box::new(move || {
+                reporter.set_all(ServingStatus::NotServing)
+            }));
+        }
         let lp = self.loops.build(RpcHandler {
             shared: Arc::clone(&shared),
             idle_timeout: self.idle_timeout,
@@ -586,9 +613,11 @@ impl RpcHandler {
         if engine.is_draining() {
             g.goaway(&mut out);
         }
-        drop(g);
+        // Into the writer before the state is released: header blocks go
+        // out in the order the HPACK encoder made them.
         let mut writer = conn.writer();
         writer.append(out);
+        drop(g);
         let flushed = writer.flush();
         drop(writer);
         for call in state.deferred.drain(..) {
@@ -744,7 +773,10 @@ struct ConnOutbox {
 }
 
 /// The gRPC state of a connection, shared by its rounds and the answers
-/// that come back from the pool or from async handlers.
+/// that come back from the pool or from async handlers. Lock order: this
+/// state, then the connection's writer; HTTP/2 frames are appended to the
+/// writer before the state is released (HPACK blocks must reach the peer
+/// in the order they were encoded), and flushed after.
 struct GrpcLink {
     state: Mutex<GrpcConn>,
     limits: Limits,
@@ -752,26 +784,20 @@ struct GrpcLink {
 
 impl ConnOutbox {
     /// Sends a call's native answer: as it is on a native connection; on a
-    /// gRPC one, turned into its gRPC response on the loop thread.
-    fn answer(&self, frames: LinkBuffer) {
+    /// gRPC one, turned into its gRPC response first.
+    fn answer(&self, mut frames: LinkBuffer) {
         let Some(link) = self.grpc.get() else {
             send(&self.conn, frames);
             return;
         };
-        let link = Arc::clone(link);
-        let posted = self.conn.execute(move |conn| {
-            let mut frames = frames;
-            let mut out = LinkBuffer::new();
-            link.state
-                .lock()
-                .answer(&link.limits, &mut frames, &mut out);
-            send(conn, out);
-        });
-        if posted.is_err() {
-            tracing::debug!(
-                conn = self.conn.id(),
-                "gRPC answer dropped: connection closed"
-            );
+        let mut g = link.state.lock();
+        let mut out = LinkBuffer::new();
+        g.answer(&link.limits, &mut frames, &mut out);
+        let mut w = self.conn.writer();
+        w.append(out);
+        drop(g);
+        if let Err(e) = w.flush() {
+            tracing::debug!(conn = self.conn.id(), "gRPC response not sent: {e}");
         }
     }
 }

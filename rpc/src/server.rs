@@ -770,6 +770,11 @@ impl ServerEngine {
         }
     }
 
+    /// The names of the registered services.
+    pub(crate) fn service_names(&self) -> Vec<&'static str> {
+        self.services.values().map(|e| e.name).collect()
+    }
+
     /// The kind of `service`/`method`, or the UNIMPLEMENTED status a call
     /// of it gets (for a protocol adapter that must know before it reads
     /// the request, as gRPC does).

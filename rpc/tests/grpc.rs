@@ -357,3 +357,46 @@ fn a_flood_of_reset_streams_leaves_the_connection_serving() {
     drop(server);
     leaks.assert_clean();
 }
+
+#[test]
+fn health_watchers_hear_not_serving_when_the_server_shuts_down() {
+    use ferropoll_rpc::health::{HealthCheckRequest, HealthCheckResponse, ServingStatus};
+    let leaks = LeakCheck::new();
+    let mut b = Server::builder();
+    b.num_loops(1);
+    b.register(EchoServer::new(EchoImpl::default())).unwrap();
+    let health = b.health();
+    let server = b.build().unwrap();
+    let addr = server
+        .listen(Listener::bind_tcp("127.0.0.1:0").unwrap())
+        .unwrap()
+        .to_string();
+    let mut p = Peer::connect(&addr);
+    p.request(1, "/grpc.health.v1.Health/Watch", "application/grpc", &[]);
+    let req = HealthCheckRequest {
+        service: "echo.Echo".into(),
+    };
+    p.message(1, &req, true);
+    let next_status = |p: &mut Peer| loop {
+        let f = p.read().expect("closed before a status");
+        if f.stream == 1 && f.kind == DATA && f.payload.len() > 5 {
+            return HealthCheckResponse::decode(&f.payload[5..]).unwrap().status;
+        }
+    };
+    assert_eq!(next_status(&mut p), ServingStatus::Serving as i32);
+    // A change by the application reaches the watcher...
+    health.set("echo.Echo", ServingStatus::NotServing);
+    assert_eq!(next_status(&mut p), ServingStatus::NotServing as i32);
+    health.set("echo.Echo", ServingStatus::Serving);
+    assert_eq!(next_status(&mut p), ServingStatus::Serving as i32);
+    // ...and a graceful shutdown says NOT_SERVING before it closes.
+    let stopper = {
+        let server = server.clone();
+        std::thread::spawn(move || server.shutdown(Duration::from_secs(2)))
+    };
+    assert_eq!(next_status(&mut p), ServingStatus::NotServing as i32);
+    drop(p);
+    stopper.join().unwrap().unwrap();
+    drop(server);
+    leaks.assert_clean();
+}

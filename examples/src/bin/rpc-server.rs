@@ -1,5 +1,6 @@
 //! The ferropoll RPC server of the examples: `echo.Echo` and `kv.Kv`, over
-//! ferropoll's protocol and over gRPC (HTTP/2 cleartext) on the same port.
+//! ferropoll's protocol and over gRPC (HTTP/2 cleartext) on the same port,
+//! with the standard health service (`grpc.health.v1.Health`).
 //!
 //! ```text
 //! rpc-server [--addr 127.0.0.1:9200] [--loops N] [--kv-pool] [--handlers sync|async]
@@ -66,6 +67,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ferropoll_examples::init_tracing();
     let args = Args::parse();
     let mut builder = Server::builder();
+    // grpc.health.v1.Health: SERVING for each service, NOT_SERVING on shutdown.
+    builder.health();
     if let Some(n) = args.loops {
         builder.num_loops(n);
     }

@@ -149,6 +149,23 @@ elif case == "cancel_stream":
     check(echo.Echo(echo_pb2.EchoRequest(payload=b"after"), timeout=10).payload == b"after",
           "unary after the cancels")
 
+elif case == "health":
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    health = health_pb2_grpc.HealthStub(channel)
+    SERVING = health_pb2.HealthCheckResponse.SERVING
+    for service in ["", "echo.Echo", "kv.Kv"]:
+        r = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        check(r.status == SERVING, f"Check({service!r}) = {r.status}")
+    expect_code(lambda: health.Check(health_pb2.HealthCheckRequest(service="no.Such"), timeout=10),
+                grpc.StatusCode.NOT_FOUND, "Check of an unknown service")
+    watch = health.Watch(health_pb2.HealthCheckRequest(service="echo.Echo"), timeout=30)
+    first = next(watch)
+    check(first.status == SERVING, f"Watch first {first.status}")
+    watch.cancel()
+    unknown = health.Watch(health_pb2.HealthCheckRequest(service="no.Such"), timeout=30)
+    check(next(unknown).status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN, "Watch of unknown")
+    unknown.cancel()
+
 else:
     sys.exit(f"unknown case {case}")
 print(f"{case}: ok")
