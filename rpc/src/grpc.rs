@@ -844,3 +844,119 @@ mod tests {
         assert_eq!(percent_encode("\t\u{00e9}"), "%09%C3%A9");
     }
 }
+
+/// The gRPC server stack in memory, for the `h2` fuzz target and its
+/// corpus replay: whatever the bytes after the client preface, no panic,
+/// no hang, output that is whole HTTP/2 frames.
+pub(crate) mod fuzz {
+    use std::sync::{Arc, OnceLock};
+    use std::time::Instant;
+
+    use ferropoll_linkbuffer::LinkBuffer;
+    use parking_lot::Mutex;
+
+    use super::GrpcConn;
+    use crate::context::{Context, PeerAddr};
+    use crate::h2::frame::{HEAD_LEN, Head, PREFACE};
+    use crate::server::{ServerConn, ServerEngine};
+    use crate::service::{Reply, Service};
+    use crate::stream::{MethodKind, Outbox};
+
+    /// `fuzz.Echo`: `Echo` answers its request's bytes (or fails on an
+    /// empty one), `Stream` is a bidi method (its calls are opened, then
+    /// dropped with their pool work).
+    struct Echo;
+
+    impl Service for Echo {
+        fn name(&self) -> &'static str {
+            "fuzz.Echo"
+        }
+        fn methods(&self) -> &'static [&'static str] {
+            &["Echo", "Stream"]
+        }
+        fn kind(&self, method: usize) -> MethodKind {
+            if method == 1 {
+                MethodKind::Bidi
+            } else {
+                MethodKind::Unary
+            }
+        }
+        fn call(&self, _: usize, ctx: &Context, request: LinkBuffer, reply: Reply<'_>) {
+            reply.unary(ctx, request, |_, b: bytes::Bytes| {
+                if b.is_empty() {
+                    Err(crate::Status::invalid_argument("empty"))
+                } else {
+                    Ok(b)
+                }
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct Collect(Mutex<LinkBuffer>);
+
+    impl Outbox for Collect {
+        fn send(&self, frames: LinkBuffer) {
+            self.0.lock().append(frames);
+        }
+    }
+
+    fn engine() -> &'static ServerEngine {
+        static ENGINE: OnceLock<ServerEngine> = OnceLock::new();
+        ENGINE.get_or_init(|| {
+            let mut e = ServerEngine::new();
+            let _ = e.register(Echo);
+            e
+        })
+    }
+
+    /// Runs `data` (split in two reads where its first byte says) through a
+    /// fresh connection after the preface and an empty SETTINGS.
+    pub(crate) fn run(data: &[u8]) {
+        let engine = engine();
+        let outbox = Arc::new(Collect::default());
+        let conn = ServerConn::with_outbox(PeerAddr::unknown(), outbox.clone());
+        let mut out = LinkBuffer::new();
+        let mut g = GrpcConn::new(conn.streams(), &mut out);
+        let (split, rest) = match data.split_first() {
+            Some((&s, rest)) => ((s as usize * rest.len()) / 256, rest),
+            None => (0, data),
+        };
+        let mut input = LinkBuffer::new();
+        input.write_binary(PREFACE);
+        input.write_binary(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        let mut native = LinkBuffer::new();
+        let mut deferred = Vec::new();
+        for part in [&rest[..split], &rest[split..]] {
+            input.write_binary(part);
+            input.flush();
+            let now = Instant::now();
+            let r = g.recv(
+                engine,
+                &conn,
+                &mut input,
+                &mut out,
+                &mut native,
+                &mut deferred,
+                now,
+            );
+            deferred.clear();
+            let staged = std::mem::take(&mut *outbox.0.lock());
+            native.append(staged);
+            g.answer(engine.limits(), &mut native, &mut out);
+            if r.is_err() {
+                break;
+            }
+        }
+        // What went out is whole frames.
+        out.flush();
+        while out.len() >= HEAD_LEN {
+            let head = Head::parse(out.peek(HEAD_LEN).unwrap());
+            let total = HEAD_LEN + head.len as usize;
+            assert!(out.len() >= total, "a partial frame in the output");
+            out.skip(total).unwrap();
+        }
+        assert!(out.is_empty(), "stray bytes in the output");
+        crate::stream::abort_all(&conn.streams(), &crate::Status::cancelled("done"));
+    }
+}

@@ -172,6 +172,12 @@ mod status;
 mod stream;
 mod task;
 
+/// The in-memory gRPC server the `h2` fuzz target drives; not API.
+#[doc(hidden)]
+pub fn __fuzz_grpc_server(data: &[u8]) {
+    grpc::fuzz::run(data);
+}
+
 pub use call::{CallFuture, WithMetadata};
 pub use client::{CallOptions, Client, ClientOptions};
 pub use codec::{Frame, Limits, ProtocolError};

@@ -312,6 +312,21 @@ fn protocol_violations_get_goaway_with_the_right_code() {
             frame(kind::RST_STREAM, 0, 7, &[0; 4]),
             Reason::ProtocolError,
         ),
+        (
+            "a header block that stops inside a field",
+            frame(kind::HEADERS, flag::END_HEADERS, 1, &[0x00]),
+            Reason::CompressionError,
+        ),
+        (
+            "a literal longer than its block",
+            frame(
+                kind::HEADERS,
+                flag::END_HEADERS,
+                1,
+                &[0x00, 0x7f, 0x05, b'a'],
+            ),
+            Reason::CompressionError,
+        ),
     ];
     for (what, bytes, reason) in cases {
         let (mut peer, _) = Peer::open(Config::default());
