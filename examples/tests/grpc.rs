@@ -229,6 +229,11 @@ fn grpcio_health_check_and_watch() {
     grpcio_case("health", &[]);
 }
 
+#[test]
+fn grpcio_client_compressed_unary_and_stream() {
+    grpcio_case("compressed", &[]);
+}
+
 /// The native client and a gRPC client on the same port, one after the other.
 #[test]
 fn native_and_grpc_clients_share_one_port() {

@@ -21,8 +21,11 @@
 //! [`QUEUED_LIMIT`]. So a slow reader on either side stops the writer on
 //! the other, and what the server buffers per stream stays bounded.
 //!
-//! Not yet: compressed messages (answered UNIMPLEMENTED; `grpc-encoding`
-//! other than `identity` is refused).
+//! Compression: request messages may be gzip-compressed
+//! (`grpc-encoding: gzip`; inflated within the message size limit);
+//! responses go uncompressed, and their headers say
+//! `grpc-accept-encoding: identity,gzip`. Other encodings are refused
+//! (UNIMPLEMENTED).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -87,6 +90,8 @@ struct Call {
     half_closed: bool,
     /// Response HEADERS sent (else an error is a Trailers-Only response).
     headers_sent: bool,
+    /// The request's messages may be gzip-compressed (`grpc-encoding: gzip`).
+    gzip: bool,
     /// Native send credit owed to the handler, given back once the
     /// stream's queued output is under [`QUEUED_LIMIT`].
     owed: i64,
@@ -272,7 +277,7 @@ impl GrpcConn {
                     call.pending.append(data);
                     call.pending.flush();
                     loop {
-                        match next_message(&mut call.pending, max) {
+                        match next_message(&mut call.pending, max, call.gzip) {
                             Ok(None) => break,
                             Ok(Some(msg)) => call.held.push_back(msg),
                             Err(status) => {
@@ -314,7 +319,7 @@ impl GrpcConn {
                     let Some(call) = self.calls.get_mut(&stream) else {
                         return;
                     };
-                    match next_message(&mut call.pending, max) {
+                    match next_message(&mut call.pending, max, call.gzip) {
                         Ok(None) => break,
                         Ok(Some(msg)) => {
                             if call.request.is_some() {
@@ -464,6 +469,7 @@ impl GrpcConn {
         let mut path = None;
         let mut content_type = None;
         let mut timeout_us = 0;
+        let mut gzip = false;
         let mut metadata = Vec::new();
         for (name, value) in fields {
             match &name[..] {
@@ -480,9 +486,11 @@ impl GrpcConn {
                     })?;
                 }
                 b"grpc-encoding" => {
-                    if &value[..] != b"identity" {
+                    if &value[..] == b"gzip" {
+                        gzip = true;
+                    } else if &value[..] != b"identity" {
                         return Err(Refusal::Grpc(Status::unimplemented(format!(
-                            "grpc-encoding {} is not supported (accepted: identity)",
+                            "grpc-encoding {} is not supported (accepted: identity, gzip)",
                             String::from_utf8_lossy(value)
                         ))));
                     }
@@ -546,6 +554,7 @@ impl GrpcConn {
             credit: i64::from(INITIAL_WINDOW),
             half_closed: false,
             headers_sent: false,
+            gzip,
             owed: 0,
         })
     }
@@ -606,8 +615,11 @@ impl GrpcConn {
             return;
         }
         call.headers_sent = true;
-        let mut fields: Vec<(&[u8], &[u8])> =
-            vec![(b":status", b"200"), (b"content-type", b"application/grpc")];
+        let mut fields: Vec<(&[u8], &[u8])> = vec![
+            (b":status", b"200"),
+            (b"content-type", b"application/grpc"),
+            (b"grpc-accept-encoding", b"identity,gzip"),
+        ];
         push_metadata(&mut fields, metadata);
         self.h2.send_headers(stream, &fields, false, out);
     }
@@ -702,7 +714,11 @@ enum Refusal {
 }
 
 /// Cuts the next length-prefixed message off `buf`, if whole.
-fn next_message(buf: &mut LinkBuffer, max: usize) -> Result<Option<LinkBuffer>, Status> {
+fn next_message(
+    buf: &mut LinkBuffer,
+    max: usize,
+    gzip: bool,
+) -> Result<Option<LinkBuffer>, Status> {
     if buf.len() < 5 {
         return Ok(None);
     }
@@ -714,9 +730,9 @@ fn next_message(buf: &mut LinkBuffer, max: usize) -> Result<Option<LinkBuffer>, 
             "bad compressed flag {compressed}"
         )));
     }
-    if compressed == 1 {
-        return Err(Status::unimplemented(
-            "a compressed message, and no grpc-encoding is supported",
+    if compressed == 1 && !gzip {
+        return Err(Status::internal(
+            "a compressed message without a grpc-encoding",
         ));
     }
     if len > max {
@@ -728,9 +744,32 @@ fn next_message(buf: &mut LinkBuffer, max: usize) -> Result<Option<LinkBuffer>, 
         return Ok(None);
     }
     let _ = buf.skip(5);
-    buf.slice(len)
-        .map(Some)
-        .map_err(|_| Status::internal("input"))
+    let msg = buf.slice(len).map_err(|_| Status::internal("input"))?;
+    if compressed == 0 {
+        return Ok(Some(msg));
+    }
+    gunzip(msg, max).map(Some)
+}
+
+/// Inflates a gzip message, refusing one that inflates past `max` bytes.
+fn gunzip(mut msg: LinkBuffer, max: usize) -> Result<LinkBuffer, Status> {
+    use std::io::Read;
+    let n = msg.len();
+    let bytes = msg.next(n).map_err(|_| Status::internal("input"))?;
+    let mut out = Vec::new();
+    let mut inflate = flate2::read::GzDecoder::new(bytes).take(max as u64 + 1);
+    inflate
+        .read_to_end(&mut out)
+        .map_err(|e| Status::internal(format!("a gzip message that does not inflate: {e}")))?;
+    if out.len() > max {
+        return Err(Status::resource_exhausted(format!(
+            "a request message inflating past {max} bytes"
+        )));
+    }
+    let mut buf = LinkBuffer::new();
+    buf.write_bytes(bytes::Bytes::from(out));
+    buf.flush();
+    Ok(buf)
 }
 
 /// `/package.Service/Method` into its two names.

@@ -68,8 +68,9 @@
 //! limits. Unary and streaming methods; statuses in trailers with a
 //! percent-encoded `grpc-message`; request metadata (other than the
 //! reserved `grpc-*` headers) in [`Context::metadata`], `-bin` values in
-//! their base64 form. Not yet: compression (a `grpc-encoding` other than
-//! `identity` is answered UNIMPLEMENTED), TLS, a gRPC client.
+//! their base64 form; gzip-compressed requests. The standard health
+//! service is one line ([`ServerBuilder::health`], module [`health`]).
+//! Not yet: compressed responses, TLS, a gRPC client, reflection.
 //!
 //! Performance rules kept on the server path: a request's payload is a
 //! zero-copy slice of the connection's input (its `bytes` fields decode as

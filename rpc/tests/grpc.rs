@@ -59,8 +59,12 @@ impl Peer {
             enc: loona_hpack::Encoder::new(),
             dec: httlib_hpack::Decoder::with_dynamic_size(4096),
         };
+        // Windows large enough that no test waits for credit.
+        let mut settings = 4u16.to_be_bytes().to_vec();
+        settings.extend((16u32 << 20).to_be_bytes());
         let mut hello = PREFACE.to_vec();
-        hello.extend(frame(SETTINGS, 0, 0, &[]));
+        hello.extend(frame(SETTINGS, 0, 0, &settings));
+        hello.extend(frame(8, 0, 0, &(16u32 << 20).to_be_bytes()));
         p.s.write_all(&hello).unwrap();
         p
     }
@@ -397,6 +401,76 @@ fn health_watchers_hear_not_serving_when_the_server_shuts_down() {
     assert_eq!(next_status(&mut p), ServingStatus::NotServing as i32);
     drop(p);
     stopper.join().unwrap().unwrap();
+    drop(server);
+    leaks.assert_clean();
+}
+
+#[test]
+fn gzip_requests_inflate_within_the_message_limit() {
+    use std::io::Write as _;
+    let leaks = LeakCheck::new();
+    let (server, addr) = start();
+    let mut p = Peer::connect(&addr);
+    let gz = |bytes: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    };
+    let framed = |flag: u8, body: &[u8]| {
+        let mut v = vec![flag];
+        v.extend((body.len() as u32).to_be_bytes());
+        v.extend(body);
+        v
+    };
+    // A compressed request is answered.
+    let req = EchoRequest {
+        payload: vec![b'z'; 100_000].into(),
+    }
+    .encode_to_vec();
+    p.request(
+        1,
+        "/echo.Echo/Echo",
+        "application/grpc",
+        &[("grpc-encoding", "gzip")],
+    );
+    p.send(&frame(DATA, END_STREAM, 1, &framed(1, &gz(&req))));
+    let (blocks, data) = p.response(1);
+    assert_eq!(
+        get(&blocks[0], "grpc-accept-encoding"),
+        Some("identity,gzip")
+    );
+    assert_eq!(get(blocks.last().unwrap(), "grpc-status"), Some("0"));
+    assert_eq!(
+        EchoResponse::decode(&data[5..]).unwrap().payload.len(),
+        100_000
+    );
+    // A gzip bomb: 64 MiB of zeros in ~64 KiB, past the 16 MiB limit.
+    let bomb = gz(&vec![0u8; 64 << 20]);
+    assert!(bomb.len() < 256 << 10, "{} bytes", bomb.len());
+    p.request(
+        3,
+        "/echo.Echo/Echo",
+        "application/grpc",
+        &[("grpc-encoding", "gzip")],
+    );
+    let body = framed(1, &bomb);
+    for (i, chunk) in body.chunks(16_000).enumerate() {
+        let last = (i + 1) * 16_000 >= body.len();
+        p.send(&frame(DATA, if last { END_STREAM } else { 0 }, 3, chunk));
+    }
+    let (blocks, _) = p.response(3);
+    assert_eq!(
+        get(blocks.last().unwrap(), "grpc-status"),
+        Some("8"),
+        "{blocks:?}"
+    );
+    // The compressed flag without an encoding: INTERNAL.
+    p.request(5, "/echo.Echo/Echo", "application/grpc", &[]);
+    p.send(&frame(DATA, END_STREAM, 5, &framed(1, &gz(&req))));
+    let (blocks, _) = p.response(5);
+    assert_eq!(get(blocks.last().unwrap(), "grpc-status"), Some("13"));
+    drop(p);
+    server.shutdown(Duration::from_secs(2)).unwrap();
     drop(server);
     leaks.assert_clean();
 }

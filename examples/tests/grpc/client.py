@@ -166,6 +166,21 @@ elif case == "health":
     check(next(unknown).status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN, "Watch of unknown")
     unknown.cancel()
 
+elif case == "compressed":
+    # client_compressed_unary: the request gzip-compressed, the answer plain.
+    payload = b"compressible " * 20000
+    r = echo.Echo(echo_pb2.EchoRequest(payload=payload), timeout=10,
+                  compression=grpc.Compression.Gzip)
+    check(r.payload == payload, "gzip echo differs")
+    got = [x.payload for x in echo.EchoStream(
+        (echo_pb2.EchoRequest(payload=b"m%d" % i * 100) for i in range(200)),
+        timeout=30, compression=grpc.Compression.Gzip)]
+    check(got == [b"m%d" % i * 100 for i in range(200)], "gzip stream echoes differ")
+    # A channel compressing everything.
+    gz = grpc.insecure_channel(target, compression=grpc.Compression.Gzip)
+    r = echo_pb2_grpc.EchoStub(gz).Echo(echo_pb2.EchoRequest(payload=b"x" * 5000), timeout=10)
+    check(r.payload == b"x" * 5000, "gzip channel echo")
+
 else:
     sys.exit(f"unknown case {case}")
 print(f"{case}: ok")
