@@ -304,6 +304,7 @@ impl ServerBuilder {
             drained: Mutex::new(()),
             drained_cv: Condvar::new(),
             on_shutdown: Mutex::new(Vec::new()),
+            grpc_conns: Mutex::new(Vec::new()),
         });
         if let Some(reporter) = health {
             shared.on_shutdown.lock().push(Box::new(move || {
@@ -330,6 +331,8 @@ struct Shared {
     drained_cv: Condvar,
     /// Run when a graceful shutdown begins (see `Server::on_shutdown`).
     on_shutdown: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+    /// The gRPC connections, told GOAWAY when a graceful shutdown begins.
+    grpc_conns: Mutex<Vec<std::sync::Weak<ConnOutbox>>>,
 }
 
 impl Shared {
@@ -438,6 +441,13 @@ impl Server {
             hook();
         }
         self.shared.engine.start_draining();
+        // gRPC clients learn of it at once (GOAWAY NO_ERROR naming the last
+        // stream taken), idle connections too: they stop opening streams
+        // here and reconnect elsewhere; the calls taken finish.
+        let conns = std::mem::take(&mut *self.shared.grpc_conns.lock());
+        for outbox in conns.iter().filter_map(std::sync::Weak::upgrade) {
+            outbox.goaway();
+        }
         let drained = self.shared.wait_idle(end);
         let rest = end.saturating_duration_since(Instant::now());
         self.lp.shutdown(rest)?;
@@ -565,6 +575,10 @@ impl Handler for RpcHandler {
                             limits: *self.shared.engine.limits(),
                         });
                         let _ = state.outbox.grpc.set(link);
+                        let mut conns = self.shared.grpc_conns.lock();
+                        conns.retain(|w| w.strong_count() > 0);
+                        conns.push(Arc::downgrade(&state.outbox));
+                        drop(conns);
                         send(conn, preface);
                         self.grpc_round(state, conn)
                     }
@@ -798,6 +812,24 @@ impl ConnOutbox {
         drop(g);
         if let Err(e) = w.flush() {
             tracing::debug!(conn = self.conn.id(), "gRPC response not sent: {e}");
+        }
+    }
+}
+
+impl ConnOutbox {
+    /// Tells a gRPC peer the server is going away.
+    fn goaway(&self) {
+        let Some(link) = self.grpc.get() else {
+            return;
+        };
+        let mut g = link.state.lock();
+        let mut out = LinkBuffer::new();
+        g.goaway(&mut out);
+        let mut w = self.conn.writer();
+        w.append(out);
+        drop(g);
+        if let Err(e) = w.flush() {
+            tracing::debug!(conn = self.conn.id(), "GOAWAY not sent: {e}");
         }
     }
 }

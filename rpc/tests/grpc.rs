@@ -381,8 +381,13 @@ fn health_watchers_hear_not_serving_when_the_server_shuts_down() {
         service: "echo.Echo".into(),
     };
     p.message(1, &req, true);
-    let next_status = |p: &mut Peer| loop {
+    // The GOAWAY payloads seen on the way.
+    let mut goaways = Vec::new();
+    let mut next_status = |p: &mut Peer| loop {
         let f = p.read().expect("closed before a status");
+        if f.kind == GOAWAY {
+            goaways.push(f.payload[..8].to_vec());
+        }
         if f.stream == 1 && f.kind == DATA && f.payload.len() > 5 {
             return HealthCheckResponse::decode(&f.payload[5..]).unwrap().status;
         }
@@ -399,6 +404,17 @@ fn health_watchers_hear_not_serving_when_the_server_shuts_down() {
         std::thread::spawn(move || server.shutdown(Duration::from_secs(2)))
     };
     assert_eq!(next_status(&mut p), ServingStatus::NotServing as i32);
+    // And a GOAWAY NO_ERROR naming the last stream taken, before the close.
+    while let Some(f) = p.read() {
+        if f.kind == GOAWAY {
+            goaways.push(f.payload[..8].to_vec());
+        }
+    }
+    assert_eq!(
+        goaways,
+        vec![vec![0, 0, 0, 1, 0, 0, 0, 0]],
+        "one GOAWAY(last 1, NO_ERROR)"
+    );
     drop(p);
     stopper.join().unwrap().unwrap();
     drop(server);
