@@ -15,8 +15,11 @@
 //! Streaming methods (client, server and bidirectional) open a native
 //! stream at the request's HEADERS. Flow control is carried through end to
 //! end: a request message is handed to the handler only within the native
-//! stream's credit, and HTTP/2 credit goes back to the client only as
-//! messages are handed over; a response message's native credit is given
+//! stream's credit, and while messages wait for it no HTTP/2 credit goes
+//! back to the client (so it stops within its stream window, 1 MiB by
+//! default); once none waits, what arrived is credited back, a partial
+//! message too (a message may be larger than the window, up to the message
+//! size limit). A response message's native credit is given
 //! back once the HTTP/2 output queued on its stream is under
 //! [`QUEUED_LIMIT`]. So a slow reader on either side stops the writer on
 //! the other, and what the server buffers per stream stays bounded.
@@ -85,6 +88,9 @@ struct Call {
     held: VecDeque<LinkBuffer>,
     /// The native credit left for request messages.
     credit: i64,
+    /// Request bytes received whose HTTP/2 credit is held back while
+    /// messages wait for native credit.
+    withheld: usize,
     /// The client ended its messages; the native half-close follows the
     /// held ones.
     half_closed: bool,
@@ -106,6 +112,8 @@ pub(crate) struct GrpcConn {
     events: Vec<Event>,
     /// The connection's native streams (its `ServerConn`'s).
     streams: Arc<StreamMap>,
+    /// Streams whose calls are owed native send credit.
+    owing: Vec<u32>,
 }
 
 impl GrpcConn {
@@ -119,6 +127,7 @@ impl GrpcConn {
             next_seq: 1,
             events: Vec::new(),
             streams,
+            owing: Vec::new(),
         }
     }
 
@@ -164,22 +173,24 @@ impl GrpcConn {
     /// Gives native send credit back to handlers whose queued output went
     /// under the limit.
     fn pay_owed(&mut self) {
-        let owing: Vec<(u32, u64, i64)> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.owed > 0)
-            .map(|(id, c)| (*id, c.seq, c.owed))
-            .collect();
-        for (stream, seq, owed) in owing {
-            if self.h2.queued(stream) <= QUEUED_LIMIT {
-                if let Some(c) = self.calls.get_mut(&stream) {
-                    c.owed = 0;
-                }
-                if let Some(shared) = self.native(seq) {
-                    let _ = shared.grant(u32::try_from(owed).unwrap_or(u32::MAX));
-                }
-            }
+        if self.owing.is_empty() {
+            return;
         }
+        let mut owing = std::mem::take(&mut self.owing);
+        owing.retain(|&stream| {
+            let Some(c) = self.calls.get_mut(&stream) else {
+                return false; // ended
+            };
+            if self.h2.queued(stream) > QUEUED_LIMIT {
+                return true; // still waiting for the client's window
+            }
+            let (seq, owed) = (c.seq, std::mem::take(&mut c.owed));
+            if let Some(shared) = self.streams.lock().get(&seq) {
+                let _ = shared.grant(u32::try_from(owed).unwrap_or(u32::MAX));
+            }
+            false
+        });
+        self.owing = owing;
     }
 
     /// Hands held request messages to the native stream within its credit,
@@ -191,21 +202,25 @@ impl GrpcConn {
         let Some(shared) = self.streams.lock().get(&call.seq).cloned() else {
             return;
         };
-        let mut released = 0;
         while call.credit > 0 {
             let Some(msg) = call.held.pop_front() else {
                 break;
             };
             call.credit -= cost(msg.len());
-            released += msg.len() + 5;
             if shared.deliver(msg).is_err() {
                 break;
             }
         }
-        if call.held.is_empty() && call.half_closed {
+        if !call.held.is_empty() {
+            return; // the client's credit stays held back
+        }
+        if call.half_closed {
             call.half_closed = false;
             let _ = shared.remote_end(Status::new(Code::Ok, ""));
         }
+        // Nothing waits: what was received (a partial message too, within
+        // the message limit) is credited back.
+        let released = std::mem::take(&mut call.withheld);
         if released > 0 {
             self.h2.release(stream, released, out);
         }
@@ -274,6 +289,7 @@ impl GrpcConn {
                     return;
                 };
                 if call.streaming {
+                    call.withheld += n;
                     call.pending.append(data);
                     call.pending.flush();
                     loop {
@@ -552,6 +568,7 @@ impl GrpcConn {
             streaming: kind != MethodKind::Unary,
             held: VecDeque::new(),
             credit: i64::from(INITIAL_WINDOW),
+            withheld: 0,
             half_closed: false,
             headers_sent: false,
             gzip,
@@ -674,6 +691,9 @@ impl GrpcConn {
                     let c = cost(frame.payload.len());
                     self.h2.send_message(stream, frame.payload, out);
                     if let Some(call) = self.calls.get_mut(&stream) {
+                        if call.owed == 0 {
+                            self.owing.push(stream);
+                        }
                         call.owed += c;
                     }
                 }
@@ -835,12 +855,6 @@ fn push_metadata<'a>(fields: &mut Vec<(&'a [u8], &'a [u8])>, entries: &'a [Metad
             tracing::debug!(key = %e.key, "metadata entry not sendable as an HTTP/2 field: dropped");
         }
     }
-}
-
-/// The code of a status as gRPC numbers them (the same numbers).
-#[allow(dead_code)]
-fn code_of(code: Code) -> u32 {
-    code.as_u32()
 }
 
 #[cfg(test)]

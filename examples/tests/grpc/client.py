@@ -110,9 +110,11 @@ elif case == "bidi_stream":
     rest = list(responses)
     check(rest == [], f"{len(rest)} responses after the half-close")
     # Bulk: 3,000 messages of 1 KiB written as fast as the windows allow,
-    # then 12 of 512 KiB (each beyond the HTTP/2 and native windows).
+    # then 12 of 512 KiB (each beyond the native window).
     sent = [bytes([i & 0xFF]) * 1024 for i in range(3000)]
     sent += [bytes([i]) * (512 << 10) for i in range(12)]
+    # And two larger than the server's HTTP/2 stream window (1 MiB).
+    sent += [bytes([7 + i]) * (3 << 20) for i in range(2)]
     got = [r.payload for r in echo.EchoStream(
         (echo_pb2.EchoRequest(payload=p) for p in sent), timeout=60)]
     check(len(got) == len(sent), f"{len(got)} of {len(sent)} echoes")

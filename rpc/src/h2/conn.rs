@@ -151,7 +151,6 @@ pub(crate) struct ServerH2 {
     table_size_update: Option<usize>,
     peer_max_frame: u32,
     peer_initial_window: i64,
-    peer_max_streams: u32,
     conn_send_window: i64,
     conn_recv_window: i64,
     conn_recv_unacked: u32,
@@ -191,7 +190,6 @@ impl ServerH2 {
             table_size_update: None,
             peer_max_frame: DEFAULT_MAX_FRAME,
             peer_initial_window: DEFAULT_WINDOW,
-            peer_max_streams: u32::MAX,
             conn_send_window: DEFAULT_WINDOW,
             conn_recv_window: conn_window,
             conn_recv_unacked: 0,
@@ -201,12 +199,6 @@ impl ServerH2 {
             peer_going_away: false,
             going_away: false,
         }
-    }
-
-    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS (unlimited until it says).
-    #[allow(dead_code)]
-    pub(crate) fn peer_max_streams(&self) -> u32 {
-        self.peer_max_streams
     }
 
     /// Whether `stream` is open on our side (we may still send on it).
@@ -526,7 +518,7 @@ impl ServerH2 {
             setting::ENABLE_PUSH if value > 1 => {
                 return Err(conn_err(Reason::ProtocolError, "ENABLE_PUSH above 1"));
             }
-            setting::MAX_CONCURRENT_STREAMS => self.peer_max_streams = value,
+            // MAX_CONCURRENT_STREAMS limits streams we open: a server opens none.
             setting::INITIAL_WINDOW_SIZE => {
                 let value = i64::from(value);
                 if value > MAX_WINDOW {
