@@ -50,6 +50,11 @@ use crate::stream::{INITIAL_WINDOW, MESSAGE_OVERHEAD, MethodKind, StreamMap, Str
 /// HTTP/2 window before its handler stops getting send credit back.
 pub(crate) const QUEUED_LIMIT: usize = 256 << 10;
 
+/// Bytes of response DATA all streams of a connection may have queued
+/// for the client's HTTP/2 windows: a client that asks for more and never
+/// opens its windows is sent GOAWAY (ENHANCE_YOUR_CALM) and closed.
+pub(crate) const CONN_QUEUED_LIMIT: usize = 32 << 20;
+
 /// A message's cost against a native stream window.
 fn cost(len: usize) -> i64 {
     len as i64 + i64::from(MESSAGE_OVERHEAD)
@@ -139,6 +144,23 @@ impl GrpcConn {
     /// naming the last stream taken; calls already taken finish).
     pub(crate) fn goaway(&mut self, out: &mut LinkBuffer) {
         self.h2.goaway(Reason::NoError, "server shutting down", out);
+    }
+
+    /// Whether the output queued for the client's windows passed
+    /// [`CONN_QUEUED_LIMIT`]: then a GOAWAY is in `out`, and the connection
+    /// must be closed once it is flushed.
+    pub(crate) fn over_queued_limit(&mut self, out: &mut LinkBuffer) -> bool {
+        let queued = self.h2.queued_total();
+        if queued <= CONN_QUEUED_LIMIT {
+            return false;
+        }
+        tracing::warn!(queued, "gRPC client does not open its windows: closing");
+        self.h2.abort(
+            Reason::EnhanceYourCalm,
+            "responses queued past the limit: the client does not read them",
+            out,
+        );
+        true
     }
 
     /// Reads every whole frame of `input`: protocol answers go to `out`,

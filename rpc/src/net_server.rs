@@ -627,6 +627,7 @@ impl RpcHandler {
         if engine.is_draining() {
             g.goaway(&mut out);
         }
+        let stalled = g.over_queued_limit(&mut out);
         // Into the writer before the state is released: header blocks go
         // out in the order the HPACK encoder made them.
         let mut writer = conn.writer();
@@ -641,6 +642,9 @@ impl RpcHandler {
             tracing::warn!(peer = %state.conn.peer(), "gRPC connection closed: {e}");
             conn.close();
             return Ok(());
+        }
+        if stalled {
+            conn.close();
         }
         flushed
     }
@@ -807,11 +811,16 @@ impl ConnOutbox {
         let mut g = link.state.lock();
         let mut out = LinkBuffer::new();
         g.answer(&link.limits, &mut frames, &mut out);
+        let stalled = g.over_queued_limit(&mut out);
         let mut w = self.conn.writer();
         w.append(out);
         drop(g);
         if let Err(e) = w.flush() {
             tracing::debug!(conn = self.conn.id(), "gRPC response not sent: {e}");
+        }
+        drop(w);
+        if stalled {
+            self.conn.close();
         }
     }
 }

@@ -100,6 +100,17 @@ impl Peer {
     }
 
     fn request(&mut self, stream: u32, path: &str, content_type: &str, extra: &[(&str, &str)]) {
+        let bytes = self.request_frame(stream, path, content_type, extra);
+        self.send(&bytes);
+    }
+
+    fn request_frame(
+        &mut self,
+        stream: u32,
+        path: &str,
+        content_type: &str,
+        extra: &[(&str, &str)],
+    ) -> Vec<u8> {
         let mut fields: Vec<(&[u8], &[u8])> = vec![
             (b":method", b"POST"),
             (b":scheme", b"http"),
@@ -110,7 +121,7 @@ impl Peer {
         ];
         fields.extend(extra.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
         let block = self.enc.encode(fields);
-        self.send(&frame(HEADERS, END_HEADERS, stream, &block));
+        frame(HEADERS, END_HEADERS, stream, &block)
     }
 
     fn message(&mut self, stream: u32, msg: &impl Message, end: bool) {
@@ -486,6 +497,75 @@ fn gzip_requests_inflate_within_the_message_limit() {
     let (blocks, _) = p.response(5);
     assert_eq!(get(blocks.last().unwrap(), "grpc-status"), Some("13"));
     drop(p);
+    server.shutdown(Duration::from_secs(2)).unwrap();
+    drop(server);
+    leaks.assert_clean();
+}
+
+#[test]
+fn a_client_that_never_opens_its_window_is_closed_at_the_queue_limit() {
+    let leaks = LeakCheck::new();
+    let (server, addr) = start();
+    let mut p = Peer::connect(&addr);
+    // Stream windows of 0: no response DATA can go.
+    let mut zero = 4u16.to_be_bytes().to_vec();
+    zero.extend(0u32.to_be_bytes());
+    p.send(&frame(SETTINGS, 0, 0, &zero));
+    let req = EchoRequest {
+        payload: vec![b'q'; 900 << 10].into(),
+    };
+    let mut id = 1;
+    let mut goaway = None;
+    // 900 KiB answers pile up for the client; past 32 MiB it is let go.
+    for _ in 0..60 {
+        let headers = p.request_frame(id, "/echo.Echo/Echo", "application/grpc", &[]);
+        if p.s.write_all(&headers).is_err() {
+            break; // closed already
+        }
+        if p.s
+            .write_all(&{
+                let body = req.encode_to_vec();
+                let mut data = vec![0];
+                data.extend((body.len() as u32).to_be_bytes());
+                data.extend(body);
+                data.chunks(16_000)
+                    .enumerate()
+                    .flat_map(|(i, c)| {
+                        let last = (i + 1) * 16_000 >= data.len();
+                        frame(DATA, if last { END_STREAM } else { 0 }, id, c)
+                    })
+                    .collect::<Vec<u8>>()
+            })
+            .is_err()
+        {
+            break; // closed already
+        }
+        id += 2;
+    }
+    while let Some(f) = p.read() {
+        if f.kind == GOAWAY {
+            goaway = Some(u32::from_be_bytes([
+                f.payload[4],
+                f.payload[5],
+                f.payload[6],
+                f.payload[7],
+            ]));
+        }
+    }
+    assert_eq!(
+        goaway,
+        Some(0xb),
+        "GOAWAY ENHANCE_YOUR_CALM, then the close"
+    );
+    // Others are served.
+    let native = Client::connect(&addr, ClientOptions::default()).unwrap();
+    let r = EchoClient::new(native.clone())
+        .echo(&EchoRequest {
+            payload: b"fine"[..].into(),
+        })
+        .unwrap();
+    assert_eq!(&r.payload[..], b"fine");
+    drop((p, native));
     server.shutdown(Duration::from_secs(2)).unwrap();
     drop(server);
     leaks.assert_clean();

@@ -117,6 +117,8 @@ struct Stream {
     local_closed: bool,
     /// Output waiting for window (DATA, then the trailers behind it).
     queue: VecDeque<Pending>,
+    /// DATA bytes in `queue`.
+    queued: usize,
 }
 
 impl Stream {
@@ -155,6 +157,8 @@ pub(crate) struct ServerH2 {
     conn_recv_window: i64,
     conn_recv_unacked: u32,
     streams: StreamIdMap<Stream>,
+    /// DATA bytes queued on all streams, waiting for the peer's windows.
+    queued_total: usize,
     /// Highest stream id the peer opened.
     last_stream: u32,
     block: Option<Block>,
@@ -194,6 +198,7 @@ impl ServerH2 {
             conn_recv_window: conn_window,
             conn_recv_unacked: 0,
             streams: StreamIdMap::default(),
+            queued_total: 0,
             last_stream: 0,
             block: None,
             peer_going_away: false,
@@ -387,7 +392,7 @@ impl ServerH2 {
                     ));
                 }
                 let code = read_u32(&mut payload);
-                if self.streams.remove(&head.stream).is_some() {
+                if self.remove_stream(head.stream).is_some() {
                     events.push(Event::Reset {
                         stream: head.stream,
                         reason: Reason::from_code(code),
@@ -630,7 +635,7 @@ impl ServerH2 {
             s.remote_closed = true;
             let closed = s.closed();
             if closed {
-                self.streams.remove(&id);
+                self.remove_stream(id);
             }
             events.push(Event::EndStream { stream: id });
             return Ok(());
@@ -665,6 +670,7 @@ impl ServerH2 {
                 remote_closed: block.end_stream,
                 local_closed: false,
                 queue: VecDeque::new(),
+                queued: 0,
             },
         );
         if size > limit {
@@ -744,7 +750,7 @@ impl ServerH2 {
             end_stream,
         });
         if end_stream && self.streams.get(&id).is_some_and(Stream::closed) {
-            self.streams.remove(&id);
+            self.remove_stream(id);
         }
         Ok(())
     }
@@ -784,7 +790,7 @@ impl ServerH2 {
         events: &mut Vec<Event>,
     ) {
         frame::write_rst(out, stream, reason);
-        if self.streams.remove(&stream).is_some() {
+        if self.remove_stream(stream).is_some() {
             events.push(Event::Reset { stream, reason });
         }
     }
@@ -844,6 +850,8 @@ impl ServerH2 {
         if s.local_closed {
             return;
         }
+        s.queued += data.len();
+        self.queued_total += data.len();
         s.queue.push_back(Pending::Data { data, end_stream });
         self.pump(stream, out);
     }
@@ -918,6 +926,8 @@ impl ServerH2 {
         prefix[1..].copy_from_slice(&(payload.len() as u32).to_be_bytes());
         data.append(payload);
         data.flush();
+        s.queued += data.len();
+        self.queued_total += data.len();
         s.queue.push_back(Pending::Data {
             data,
             end_stream: false,
@@ -927,15 +937,18 @@ impl ServerH2 {
 
     /// Bytes of DATA queued on `stream` waiting for window.
     pub(crate) fn queued(&self, stream: u32) -> usize {
-        self.streams.get(&stream).map_or(0, |s| {
-            s.queue
-                .iter()
-                .map(|p| match p {
-                    Pending::Data { data, .. } => data.len(),
-                    Pending::Trailers(_) | Pending::Trailer(..) => 0,
-                })
-                .sum()
-        })
+        self.streams.get(&stream).map_or(0, |s| s.queued)
+    }
+
+    /// DATA bytes queued on every stream, waiting for the peer's windows.
+    pub(crate) fn queued_total(&self) -> usize {
+        self.queued_total
+    }
+
+    fn remove_stream(&mut self, stream: u32) -> Option<Stream> {
+        let s = self.streams.remove(&stream)?;
+        self.queued_total -= s.queued;
+        Some(s)
     }
 
     fn pump(&mut self, stream: u32, out: &mut LinkBuffer) {
@@ -979,6 +992,8 @@ impl ServerH2 {
                         }
                     };
                     s.send_window -= n as i64;
+                    s.queued -= n;
+                    self.queued_total -= n;
                     self.conn_send_window -= n as i64;
                     frame::write_data(out, stream, part, end, max_frame);
                     if end {
@@ -1007,11 +1022,18 @@ impl ServerH2 {
     /// Our side of `stream` ended. A peer still sending is told to stop
     /// with RST_STREAM NO_ERROR (RFC 9113 §8.1): the response is complete.
     fn close_local(&mut self, stream: u32, out: &mut LinkBuffer) {
-        if let Some(s) = self.streams.remove(&stream)
+        if let Some(s) = self.remove_stream(stream)
             && !s.remote_closed
         {
             frame::write_rst(out, stream, Reason::NoError);
         }
+    }
+
+    /// Ends the connection from above: a GOAWAY with `reason` (written even
+    /// after a graceful one); the caller closes once it is flushed.
+    pub(crate) fn abort(&mut self, reason: Reason, debug: &str, out: &mut LinkBuffer) {
+        self.going_away = true;
+        frame::write_goaway(out, self.last_stream, reason, debug);
     }
 
     /// Starts a graceful close: a GOAWAY naming the last stream taken.
