@@ -55,6 +55,13 @@ pub(crate) const QUEUED_LIMIT: usize = 256 << 10;
 /// opens its windows is sent GOAWAY (ENHANCE_YOUR_CALM) and closed.
 pub(crate) const CONN_QUEUED_LIMIT: usize = 32 << 20;
 
+/// Request bytes the calls of one connection may hold before they reach
+/// their handlers (incomplete messages, and messages waiting for a
+/// streaming handler's credit): past it the client is sent GOAWAY
+/// (ENHANCE_YOUR_CALM) and closed. Each message is also bounded by
+/// `Limits::max_body_len`.
+pub(crate) const CONN_BUFFERED_LIMIT: usize = 64 << 20;
+
 /// A message's cost against a native stream window.
 fn cost(len: usize) -> i64 {
     len as i64 + i64::from(MESSAGE_OVERHEAD)
@@ -106,6 +113,11 @@ struct Call {
     /// Native send credit owed to the handler, given back once the
     /// stream's queued output is under [`QUEUED_LIMIT`].
     owed: i64,
+    /// Bytes of `held` messages.
+    held_bytes: usize,
+    /// Request bytes this call holds (`pending`, `held`, `request`), as
+    /// counted in the connection's total.
+    buffered: usize,
 }
 
 /// The gRPC state of one HTTP/2 connection.
@@ -119,6 +131,8 @@ pub(crate) struct GrpcConn {
     streams: Arc<StreamMap>,
     /// Streams whose calls are owed native send credit.
     owing: Vec<u32>,
+    /// Request bytes all calls hold, not yet handed to the engine.
+    buffered: usize,
 }
 
 impl GrpcConn {
@@ -133,6 +147,24 @@ impl GrpcConn {
             events: Vec::new(),
             streams,
             owing: Vec::new(),
+            buffered: 0,
+        }
+    }
+
+    /// Removes `stream`'s call, uncounting the request bytes it held.
+    fn forget(&mut self, stream: u32) -> Option<Call> {
+        let call = self.calls.remove(&stream)?;
+        self.buffered -= call.buffered;
+        Some(call)
+    }
+
+    /// Recounts the request bytes `stream`'s call holds.
+    fn recount(&mut self, stream: u32) {
+        if let Some(c) = self.calls.get_mut(&stream) {
+            let now =
+                c.pending.len() + c.held_bytes + c.request.as_ref().map_or(0, LinkBuffer::len);
+            self.buffered = self.buffered - c.buffered + now;
+            c.buffered = now;
         }
     }
 
@@ -184,9 +216,29 @@ impl GrpcConn {
         let mut events = std::mem::take(&mut self.events);
         let result = self.h2.recv(input, out, &mut events);
         for event in events.drain(..) {
+            let stream = event.stream();
             self.on_event(event, engine, conn, out, native, deferred, now);
+            self.recount(stream);
         }
         self.events = events;
+        if result.is_ok() && self.buffered > CONN_BUFFERED_LIMIT {
+            tracing::warn!(
+                buffered = self.buffered,
+                "gRPC client holds too many request bytes: closing"
+            );
+            self.h2.abort(
+                Reason::EnhanceYourCalm,
+                "request bytes buffered past the limit",
+                out,
+            );
+            return Err(ConnError {
+                reason: Reason::EnhanceYourCalm,
+                message: format!(
+                    "{} request bytes buffered (limit {CONN_BUFFERED_LIMIT})",
+                    self.buffered
+                ),
+            });
+        }
         // WINDOW_UPDATEs may have drained queued output.
         self.pay_owed();
         result
@@ -229,6 +281,7 @@ impl GrpcConn {
                 break;
             };
             call.credit -= cost(msg.len());
+            call.held_bytes -= msg.len();
             if shared.deliver(msg).is_err() {
                 break;
             }
@@ -317,7 +370,10 @@ impl GrpcConn {
                     loop {
                         match next_message(&mut call.pending, max, call.gzip) {
                             Ok(None) => break,
-                            Ok(Some(msg)) => call.held.push_back(msg),
+                            Ok(Some(msg)) => {
+                                call.held_bytes += msg.len();
+                                call.held.push_back(msg);
+                            }
                             Err(status) => {
                                 self.fail_stream(stream, &status, out);
                                 return;
@@ -394,7 +450,7 @@ impl GrpcConn {
             }
             Event::Reset { stream, reason } => {
                 tracing::debug!(stream, ?reason, "gRPC stream reset");
-                if let Some(call) = self.calls.remove(&stream) {
+                if let Some(call) = self.forget(stream) {
                     self.by_seq.remove(&call.seq);
                     if call.streaming {
                         if let Some(shared) = self.native(call.seq) {
@@ -595,12 +651,14 @@ impl GrpcConn {
             headers_sent: false,
             gzip,
             owed: 0,
+            held_bytes: 0,
+            buffered: 0,
         })
     }
 
     /// Ends `stream` with `status` (trailers-only) and forgets its call.
     fn fail(&mut self, stream: u32, status: &Status, out: &mut LinkBuffer) {
-        if let Some(call) = self.calls.remove(&stream) {
+        if let Some(call) = self.forget(stream) {
             self.by_seq.remove(&call.seq);
         }
         self.trailers_only(stream, status, out);
@@ -620,7 +678,7 @@ impl GrpcConn {
     /// The final status of `stream`: trailers after the messages, or a
     /// Trailers-Only response if no HEADERS went yet.
     fn end_with(&mut self, stream: u32, status: &Status, out: &mut LinkBuffer) {
-        let Some(call) = self.calls.remove(&stream) else {
+        let Some(call) = self.forget(stream) else {
             self.trailers_only(stream, status, out);
             return;
         };
@@ -676,7 +734,7 @@ impl GrpcConn {
         }
         push_metadata(&mut fields, status.metadata().entries());
         self.h2.send_headers(stream, &fields, true, out);
-        self.calls.remove(&stream);
+        self.forget(stream);
     }
 
     /// Turns the engine's native answers in `native` into gRPC responses
@@ -741,7 +799,7 @@ impl GrpcConn {
             return;
         }
         self.ensure_headers(stream, &header.metadata, out);
-        if let Some(call) = self.calls.remove(&stream) {
+        if let Some(call) = self.forget(stream) {
             self.by_seq.remove(&call.seq);
         }
         self.h2.send_message(stream, payload, out);

@@ -570,3 +570,54 @@ fn a_client_that_never_opens_its_window_is_closed_at_the_queue_limit() {
     drop(server);
     leaks.assert_clean();
 }
+
+#[test]
+fn requests_that_never_complete_cannot_grow_the_server_without_bound() {
+    let leaks = LeakCheck::new();
+    let (server, addr) = start();
+    let mut p = Peer::connect(&addr);
+    // Each stream: the start of a 2 MiB message, 1,000,000 bytes of it,
+    // and never the rest. 80 of them would hold 80 MB.
+    let mut head = vec![0];
+    head.extend((2u32 << 20).to_be_bytes());
+    let chunk = vec![7u8; 16_000];
+    let mut goaway = None;
+    'streams: for i in 0..80u32 {
+        let id = 1 + 2 * i;
+        let headers = p.request_frame(id, "/echo.Echo/Echo", "application/grpc", &[]);
+        let mut bytes = headers;
+        bytes.extend(frame(DATA, 0, id, &head));
+        for _ in 0..62 {
+            bytes.extend(frame(DATA, 0, id, &chunk));
+        }
+        if p.s.write_all(&bytes).is_err() {
+            break 'streams;
+        }
+    }
+    while let Some(f) = p.read() {
+        if f.kind == GOAWAY {
+            goaway = Some(u32::from_be_bytes([
+                f.payload[4],
+                f.payload[5],
+                f.payload[6],
+                f.payload[7],
+            ]));
+        }
+    }
+    assert_eq!(
+        goaway,
+        Some(0xb),
+        "GOAWAY ENHANCE_YOUR_CALM past 64 MiB held"
+    );
+    let native = Client::connect(&addr, ClientOptions::default()).unwrap();
+    let r = EchoClient::new(native.clone())
+        .echo(&EchoRequest {
+            payload: b"fine"[..].into(),
+        })
+        .unwrap();
+    assert_eq!(&r.payload[..], b"fine");
+    drop((p, native));
+    server.shutdown(Duration::from_secs(2)).unwrap();
+    drop(server);
+    leaks.assert_clean();
+}

@@ -84,6 +84,19 @@ pub(crate) enum Event {
     HeadersTooLarge { stream: u32 },
 }
 
+impl Event {
+    /// The stream the event is about.
+    pub(crate) fn stream(&self) -> u32 {
+        match self {
+            Event::Request { stream, .. }
+            | Event::Data { stream, .. }
+            | Event::EndStream { stream }
+            | Event::Reset { stream, .. }
+            | Event::HeadersTooLarge { stream } => *stream,
+        }
+    }
+}
+
 /// A connection error (RFC 9113 §5.4.1): a GOAWAY with `reason` has been
 /// written; the connection must be closed once the output is flushed.
 #[derive(Debug, Clone, PartialEq, Eq)]
