@@ -26,11 +26,9 @@
 
 use std::fmt;
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-
-use std::sync::OnceLock;
 
 use ferropoll_gopool::Pool;
 use ferropoll_linkbuffer::LinkBuffer;
