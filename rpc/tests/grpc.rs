@@ -54,6 +54,7 @@ impl Peer {
     fn connect(addr: &str) -> Peer {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
         let mut p = Peer {
             s,
             enc: loona_hpack::Encoder::new(),
@@ -334,40 +335,93 @@ fn a_peer_that_breaks_http2_is_closed_and_the_others_are_served() {
 }
 
 #[test]
-fn a_flood_of_reset_streams_leaves_the_connection_serving() {
+fn a_rapid_reset_flood_is_sent_goaway_and_others_are_served() {
     let leaks = LeakCheck::new();
     let (server, addr) = start();
+    // Rapid reset (CVE-2023-44487): HEADERS and RST_STREAM, again and
+    // again. A client that lets calls finish may cancel many: first 500
+    // completed calls, then resets — within 1000 + 2 x 500 the connection
+    // serves; past it, GOAWAY ENHANCE_YOUR_CALM and the close.
     let mut p = Peer::connect(&addr);
-    // Rapid reset: HEADERS and RST_STREAM, again and again.
-    let mut burst = Vec::new();
     let mut id = 1;
-    for _ in 0..5_000 {
-        let block = p.enc.encode([
-            (&b":method"[..], &b"POST"[..]),
-            (b":scheme", b"http"),
-            (b":path", b"/echo.Echo/EchoStream"),
-            (b"content-type", b"application/grpc"),
-        ]);
-        burst.extend(frame(HEADERS, END_HEADERS, id, &block));
-        burst.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
+    for _ in 0..500 {
+        p.request(id, "/echo.Echo/Echo", "application/grpc", &[]);
+        p.message(
+            id,
+            &EchoRequest {
+                payload: b"ok"[..].into(),
+            },
+            true,
+        );
+        let (blocks, _) = p.response(id);
+        assert_eq!(get(blocks.last().unwrap(), "grpc-status"), Some("0"));
         id += 2;
     }
-    p.send(&burst);
+    let mut burst = |p: &mut Peer, n: usize, id: &mut u32| {
+        let mut bytes = Vec::new();
+        for _ in 0..n {
+            let block = p.enc.encode([
+                (&b":method"[..], &b"POST"[..]),
+                (b":scheme", b"http"),
+                (b":path", b"/echo.Echo/EchoStream"),
+                (b"content-type", b"application/grpc"),
+            ]);
+            bytes.extend(frame(HEADERS, END_HEADERS, *id, &block));
+            bytes.extend(frame(RST_STREAM, 0, *id, &8u32.to_be_bytes()));
+            *id += 2;
+        }
+        p.s.write_all(&bytes).is_ok()
+    };
+    assert!(burst(&mut p, 1_900, &mut id));
     p.request(id, "/echo.Echo/Echo", "application/grpc", &[]);
     p.message(
         id,
+        &EchoRequest {
+            payload: b"within"[..].into(),
+        },
+        true,
+    );
+    let (blocks, _) = p.response(id);
+    assert_eq!(
+        get(blocks.last().unwrap(), "grpc-status"),
+        Some("0"),
+        "within the allowance"
+    );
+    id += 2;
+    burst(&mut p, 5_000, &mut id);
+    let mut goaway = None;
+    while let Some(f) = p.read() {
+        if f.kind == GOAWAY {
+            goaway = Some(u32::from_be_bytes([
+                f.payload[4],
+                f.payload[5],
+                f.payload[6],
+                f.payload[7],
+            ]));
+        }
+    }
+    assert_eq!(
+        goaway,
+        Some(0xb),
+        "GOAWAY ENHANCE_YOUR_CALM past the allowance"
+    );
+    // Another gRPC connection is served.
+    let mut good = Peer::connect(&addr);
+    good.request(1, "/echo.Echo/Echo", "application/grpc", &[]);
+    good.message(
+        1,
         &EchoRequest {
             payload: b"after"[..].into(),
         },
         true,
     );
-    let (blocks, data) = p.response(id);
+    let (blocks, data) = good.response(1);
     assert_eq!(get(blocks.last().unwrap(), "grpc-status"), Some("0"));
     assert_eq!(
         &EchoResponse::decode(&data[5..]).unwrap().payload[..],
         b"after"
     );
-    drop(p);
+    drop((p, good));
     server.shutdown(Duration::from_secs(2)).unwrap();
     drop(server);
     leaks.assert_clean();

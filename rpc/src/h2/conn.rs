@@ -27,6 +27,9 @@ use super::frame::{
     kind, setting,
 };
 
+/// Streams a peer may reset beyond twice the number it let finish.
+pub(crate) const RESET_ALLOWANCE: u64 = 1000;
+
 /// The local settings of a connection.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Config {
@@ -172,6 +175,11 @@ pub(crate) struct ServerH2 {
     streams: StreamIdMap<Stream>,
     /// DATA bytes queued on all streams, waiting for the peer's windows.
     queued_total: usize,
+    /// Streams the peer reset while open, and streams we ended: a peer
+    /// that resets far more than it lets finish (rapid reset,
+    /// CVE-2023-44487) is sent GOAWAY.
+    peer_resets: u64,
+    completed: u64,
     /// Highest stream id the peer opened.
     last_stream: u32,
     block: Option<Block>,
@@ -212,6 +220,8 @@ impl ServerH2 {
             conn_recv_unacked: 0,
             streams: StreamIdMap::default(),
             queued_total: 0,
+            peer_resets: 0,
+            completed: 0,
             last_stream: 0,
             block: None,
             peer_going_away: false,
@@ -410,6 +420,16 @@ impl ServerH2 {
                         stream: head.stream,
                         reason: Reason::from_code(code),
                     });
+                    self.peer_resets += 1;
+                    if self.peer_resets > RESET_ALLOWANCE + 2 * self.completed {
+                        return Err(conn_err(
+                            Reason::EnhanceYourCalm,
+                            format!(
+                                "{} streams reset, {} completed",
+                                self.peer_resets, self.completed
+                            ),
+                        ));
+                    }
                 }
                 Ok(())
             }
@@ -1035,6 +1055,7 @@ impl ServerH2 {
     /// Our side of `stream` ended. A peer still sending is told to stop
     /// with RST_STREAM NO_ERROR (RFC 9113 §8.1): the response is complete.
     fn close_local(&mut self, stream: u32, out: &mut LinkBuffer) {
+        self.completed += 1;
         if let Some(s) = self.remove_stream(stream)
             && !s.remote_closed
         {
