@@ -357,7 +357,7 @@ fn a_rapid_reset_flood_is_sent_goaway_and_others_are_served() {
         assert_eq!(get(blocks.last().unwrap(), "grpc-status"), Some("0"));
         id += 2;
     }
-    let mut burst = |p: &mut Peer, n: usize, id: &mut u32| {
+    let burst = |p: &mut Peer, n: usize, id: &mut u32| {
         let mut bytes = Vec::new();
         for _ in 0..n {
             let block = p.enc.encode([
