@@ -129,18 +129,13 @@ struct Stream {
     recv_window: i64,
     /// Bytes consumed and not yet given back through WINDOW_UPDATE.
     recv_unacked: u32,
+    /// The peer ended its side (END_STREAM). Our side is open while the
+    /// stream is in the map: ending it removes the stream.
     remote_closed: bool,
-    local_closed: bool,
     /// Output waiting for window (DATA, then the trailers behind it).
     queue: VecDeque<Pending>,
     /// DATA bytes in `queue`.
     queued: usize,
-}
-
-impl Stream {
-    fn closed(&self) -> bool {
-        self.remote_closed && self.local_closed
-    }
 }
 
 enum Phase {
@@ -231,7 +226,7 @@ impl ServerH2 {
 
     /// Whether `stream` is open on our side (we may still send on it).
     pub(crate) fn can_send(&self, stream: u32) -> bool {
-        self.streams.get(&stream).is_some_and(|s| !s.local_closed)
+        self.streams.contains_key(&stream)
     }
 
     /// Decodes every whole frame of `input`, writing what the protocol
@@ -666,10 +661,6 @@ impl ServerH2 {
                 return Ok(());
             }
             s.remote_closed = true;
-            let closed = s.closed();
-            if closed {
-                self.remove_stream(id);
-            }
             events.push(Event::EndStream { stream: id });
             return Ok(());
         }
@@ -701,7 +692,6 @@ impl ServerH2 {
                 recv_window: i64::from(self.cfg.stream_window),
                 recv_unacked: 0,
                 remote_closed: block.end_stream,
-                local_closed: false,
                 queue: VecDeque::new(),
                 queued: 0,
             },
@@ -782,9 +772,6 @@ impl ServerH2 {
             data: payload,
             end_stream,
         });
-        if end_stream && self.streams.get(&id).is_some_and(Stream::closed) {
-            self.remove_stream(id);
-        }
         Ok(())
     }
 
@@ -880,9 +867,6 @@ impl ServerH2 {
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
-        if s.local_closed {
-            return;
-        }
         s.queued += data.len();
         self.queued_total += data.len();
         s.queue.push_back(Pending::Data { data, end_stream });
@@ -899,9 +883,6 @@ impl ServerH2 {
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
-        if s.local_closed {
-            return;
-        }
         s.queue.push_back(Pending::Trailers(fields));
         self.pump(stream, out);
     }
@@ -917,9 +898,6 @@ impl ServerH2 {
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
-        if s.local_closed {
-            return;
-        }
         if s.queue.is_empty() {
             let block = self.encode_block(&[(name, value)]);
             frame::write_headers(out, stream, &block, true, self.peer_max_frame as usize);
@@ -937,9 +915,6 @@ impl ServerH2 {
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
-        if s.local_closed {
-            return;
-        }
         let len = payload.len() + 5;
         let fits = len as i64 <= s.send_window.min(self.conn_send_window)
             && len <= self.peer_max_frame as usize;
