@@ -398,7 +398,7 @@ impl GrpcConn {
                     // A unary call's request is complete: more DATA breaks
                     // the protocol (reset with the status below).
                     if n > 0 {
-                        self.fail(
+                        self.end_with(
                             stream,
                             &Status::internal("more than one request message for a unary method"),
                             out,
@@ -417,7 +417,7 @@ impl GrpcConn {
                         Ok(None) => break,
                         Ok(Some(msg)) => {
                             if call.request.is_some() {
-                                self.fail(
+                                self.end_with(
                                     stream,
                                     &Status::internal(
                                         "more than one request message for a unary method",
@@ -429,7 +429,7 @@ impl GrpcConn {
                             call.request = Some(msg);
                         }
                         Err(status) => {
-                            self.fail(stream, &status, out);
+                            self.end_with(stream, &status, out);
                             return;
                         }
                     }
@@ -499,7 +499,7 @@ impl GrpcConn {
             return;
         }
         if !call.pending.is_empty() {
-            self.fail(
+            self.end_with(
                 stream,
                 &Status::internal("the request ended inside a message"),
                 out,
@@ -507,7 +507,7 @@ impl GrpcConn {
             return;
         }
         let Some(payload) = call.request.take() else {
-            self.fail(
+            self.end_with(
                 stream,
                 &Status::internal("a unary call without a request message"),
                 out,
@@ -656,14 +656,6 @@ impl GrpcConn {
         })
     }
 
-    /// Ends `stream` with `status` (trailers-only) and forgets its call.
-    fn fail(&mut self, stream: u32, status: &Status, out: &mut LinkBuffer) {
-        if let Some(call) = self.forget(stream) {
-            self.by_seq.remove(&call.seq);
-        }
-        self.trailers_only(stream, status, out);
-    }
-
     /// Ends a streaming call's `stream` with `status`: its handler is
     /// cancelled; the client gets the status in trailers.
     fn fail_stream(&mut self, stream: u32, status: &Status, out: &mut LinkBuffer) {
@@ -675,8 +667,8 @@ impl GrpcConn {
         self.end_with(stream, status, out);
     }
 
-    /// The final status of `stream`: trailers after the messages, or a
-    /// Trailers-Only response if no HEADERS went yet.
+    /// The final status of `stream`, whose call is forgotten: trailers after
+    /// the messages, or a Trailers-Only response if no HEADERS went yet.
     fn end_with(&mut self, stream: u32, status: &Status, out: &mut LinkBuffer) {
         let Some(call) = self.forget(stream) else {
             self.trailers_only(stream, status, out);
@@ -687,20 +679,7 @@ impl GrpcConn {
             self.trailers_only(stream, status, out);
             return;
         }
-        let mut fields = vec![(
-            b"grpc-status".to_vec(),
-            status.code().as_u32().to_string().into_bytes(),
-        )];
-        if !status.message().is_empty() {
-            fields.push((
-                b"grpc-message".to_vec(),
-                percent_encode(status.message()).into_bytes(),
-            ));
-        }
-        let mut refs = Vec::new();
-        push_metadata(&mut refs, status.metadata().entries());
-        fields.extend(refs.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())));
-        self.h2.send_trailers(stream, fields, out);
+        self.h2.send_trailers(stream, status_fields(status), out);
     }
 
     /// Sends the response HEADERS of `stream` if not sent yet.
@@ -721,20 +700,13 @@ impl GrpcConn {
         self.h2.send_headers(stream, &fields, false, out);
     }
 
+    /// A Trailers-Only response ending `stream` (one that holds no call).
     fn trailers_only(&mut self, stream: u32, status: &Status, out: &mut LinkBuffer) {
-        let code = status.code().as_u32().to_string();
-        let message = percent_encode(status.message());
-        let mut fields: Vec<(&[u8], &[u8])> = vec![
-            (b":status", b"200"),
-            (b"content-type", b"application/grpc"),
-            (b"grpc-status", code.as_bytes()),
-        ];
-        if !message.is_empty() {
-            fields.push((b"grpc-message", message.as_bytes()));
-        }
-        push_metadata(&mut fields, status.metadata().entries());
+        let status = status_fields(status);
+        let mut fields: Vec<(&[u8], &[u8])> =
+            vec![(b":status", b"200"), (b"content-type", b"application/grpc")];
+        fields.extend(status.iter().map(|(k, v)| (&k[..], &v[..])));
         self.h2.send_headers(stream, &fields, true, out);
-        self.forget(stream);
     }
 
     /// Turns the engine's native answers in `native` into gRPC responses
@@ -900,6 +872,25 @@ fn parse_timeout(v: &[u8]) -> Option<u64> {
     };
     // 0 means "no deadline" natively: a zero timeout is already past.
     Some(codec::timeout_to_micros(d).max(1))
+}
+
+/// The fields that carry `status`: `grpc-status`, the percent-encoded
+/// `grpc-message` (if any), and its sendable metadata.
+fn status_fields(status: &Status) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut fields = vec![(
+        b"grpc-status".to_vec(),
+        status.code().as_u32().to_string().into_bytes(),
+    )];
+    if !status.message().is_empty() {
+        fields.push((
+            b"grpc-message".to_vec(),
+            percent_encode(status.message()).into_bytes(),
+        ));
+    }
+    let mut metadata = Vec::new();
+    push_metadata(&mut metadata, status.metadata().entries());
+    fields.extend(metadata.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())));
+    fields
 }
 
 /// `grpc-message` encoding: bytes outside printable ASCII, and `%`, as %XX.
