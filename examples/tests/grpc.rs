@@ -6,49 +6,15 @@
 //! `@grpc/proto-loader`); `bash .ci/test` makes both. Without them the tests
 //! fail and say how to get them.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use ferropoll_transport::testing::wait_until;
 
-struct Server {
-    child: Child,
-    dir: PathBuf,
-}
+mod common;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `rpc-server` on a Unix socket of its own, with `extra` flags.
-fn start_server(name: &str, extra: &[&str]) -> (Server, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("ferropoll-grpc-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("rpc.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_rpc-server"))
-        .args([
-            "--addr",
-            &format!("unix:{}", sock.display()),
-            "--loops",
-            "1",
-        ])
-        .args(extra)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server { child, dir };
-    assert!(
-        wait_until(Duration::from_secs(10), || sock.exists()),
-        "rpc-server did not start"
-    );
-    (server, sock)
-}
+use common::rpc_server;
 
 fn python() -> String {
     let python = std::env::var("FERROPOLL_PYTHON").unwrap_or_else(|_| {
@@ -87,12 +53,12 @@ fn node_path() -> String {
 fn grpc_js_case(case: &str, extra: &[&str]) {
     let node_path = node_path();
     let name = format!("js-{case}{}", extra.join(""));
-    let (_server, sock) = start_server(&name, extra);
+    let (_server, addr) = rpc_server(&name, extra);
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("timeout")
         .args(["120", "node"])
         .arg(here.join("tests/grpc/client.js"))
-        .arg(format!("unix:{}", sock.display()))
+        .arg(&addr)
         .arg(here.join("../proto/protos"))
         .arg(case)
         .env("NODE_PATH", &node_path)
@@ -139,14 +105,14 @@ fn grpcio_case(case: &str, extra: &[&str]) {
     let python = python();
     // Cases run more than once (with other flags) get servers of their own.
     let name = format!("{case}{}", extra.join(""));
-    let (_server, sock) = start_server(&name, extra);
+    let (_server, addr) = rpc_server(&name, extra);
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     let protos = here.join("../proto/protos");
     let out = Command::new("timeout")
         .arg("120")
         .arg(&python)
         .arg(here.join("tests/grpc/client.py"))
-        .arg(format!("unix:{}", sock.display()))
+        .arg(&addr)
         .arg(&protos)
         .arg(case)
         .output()
@@ -238,8 +204,7 @@ fn grpcio_client_compressed_unary_and_stream() {
 #[test]
 fn native_and_grpc_clients_share_one_port() {
     let python = python();
-    let (_server, sock) = start_server("shared", &[]);
-    let addr = format!("unix:{}", sock.display());
+    let (_server, addr) = rpc_server("shared", &[]);
     let native = || {
         Command::new(env!("CARGO_BIN_EXE_rpc-client"))
             .args(["--addr", &addr, "echo", "native"])

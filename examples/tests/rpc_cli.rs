@@ -2,47 +2,17 @@
 //! port to race for), `rpc-client` commands against it, a short
 //! `rpc-bench`, and the `demo`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use ferropoll_transport::testing::wait_until;
 
-struct Server {
-    child: Child,
-    dir: PathBuf,
-}
+mod common;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use common::{RpcServer, rpc_server};
 
-fn start_server(name: &str) -> (Server, String) {
-    start_server_with(name, &[])
-}
-
-fn start_server_with(name: &str, extra: &[&str]) -> (Server, String) {
-    let dir = std::env::temp_dir().join(format!("ferropoll-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("rpc.sock");
-    let addr = format!("unix:{}", sock.display());
-    let child = Command::new(env!("CARGO_BIN_EXE_rpc-server"))
-        .args(["--addr", &addr, "--loops", "1"])
-        .args(extra)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server { child, dir };
-    assert!(
-        wait_until(Duration::from_secs(10), || Path::new(&sock).exists()),
-        "rpc-server did not start"
-    );
-    (server, addr)
+fn start_server(name: &str) -> (RpcServer, String) {
+    rpc_server(name, &[])
 }
 
 fn client(addr: &str, args: &[&str]) -> Output {
@@ -116,8 +86,7 @@ fn bench(addr: &str, args: &[&str]) -> std::collections::HashMap<String, String>
 #[test]
 fn rpc_bench_streams_against_sync_and_async_handlers() {
     for handlers in ["sync", "async"] {
-        let (_server, addr) =
-            start_server_with(&format!("stream-{handlers}"), &["--handlers", handlers]);
+        let (_server, addr) = rpc_server(&format!("stream-{handlers}"), &["--handlers", handlers]);
         assert!(wait_until(Duration::from_secs(10), || client(
             &addr,
             &["echo", "hi"]
@@ -147,7 +116,7 @@ fn rpc_bench_streams_against_sync_and_async_handlers() {
 
 #[test]
 fn async_handlers_awaiting_a_tokio_timer() {
-    let (_server, addr) = start_server_with(
+    let (_server, addr) = rpc_server(
         "tokio-delay",
         &["--handlers", "async", "--tokio-delay-ms", "40"],
     );
@@ -259,7 +228,7 @@ fn rpc_server_serves_metrics_that_curl_scrapes() {
         .to_owned();
     // Keep reading its stderr so that it never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    let server = Server { child, dir };
+    let server = RpcServer { child, dir };
     assert!(wait_until(Duration::from_secs(10), || client(
         &addr,
         &["echo", "hi"]

@@ -138,6 +138,41 @@ impl Peer {
         ));
     }
 
+    /// Reads to EOF; the error code of the last GOAWAY seen.
+    fn goaway_code_at_eof(&mut self) -> Option<u32> {
+        let mut code = None;
+        while let Some(f) = self.read() {
+            if f.kind == GOAWAY {
+                code = Some(u32::from_be_bytes([
+                    f.payload[4],
+                    f.payload[5],
+                    f.payload[6],
+                    f.payload[7],
+                ]));
+            }
+        }
+        code
+    }
+
+    /// A unary `echo.Echo/Echo` of `payload` on `stream`, answered OK with it.
+    fn echo(&mut self, stream: u32, payload: &[u8]) {
+        self.request(stream, "/echo.Echo/Echo", "application/grpc", &[]);
+        let req = EchoRequest {
+            payload: payload.to_vec().into(),
+        };
+        self.message(stream, &req, true);
+        let (blocks, data) = self.response(stream);
+        assert_eq!(
+            get(blocks.last().unwrap(), "grpc-status"),
+            Some("0"),
+            "{blocks:?}"
+        );
+        assert_eq!(
+            &EchoResponse::decode(&data[5..]).unwrap().payload[..],
+            payload
+        );
+    }
+
     /// Reads until `stream` ends: its header blocks (decoded) and DATA.
     fn response(&mut self, stream: u32) -> (Vec<Vec<(String, String)>>, Vec<u8>) {
         let (mut blocks, mut data) = (Vec::new(), Vec::new());
@@ -169,6 +204,17 @@ fn get<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
+}
+
+/// A native-protocol echo of `text` on a connection of its own.
+fn native_echo(addr: &str, text: &str) {
+    let native = Client::connect(addr, ClientOptions::default()).unwrap();
+    let r = EchoClient::new(native)
+        .echo(&EchoRequest {
+            payload: text.as_bytes().to_vec().into(),
+        })
+        .unwrap();
+    assert_eq!(&r.payload[..], text.as_bytes());
 }
 
 fn start() -> (Server, String) {
@@ -288,17 +334,7 @@ fn a_peer_that_breaks_http2_is_closed_and_the_others_are_served() {
     for (what, bytes, code) in cases {
         let mut bad = Peer::connect(&addr);
         bad.send(&bytes);
-        let mut goaway = None;
-        while let Some(f) = bad.read() {
-            if f.kind == GOAWAY {
-                goaway = Some(u32::from_be_bytes([
-                    f.payload[4],
-                    f.payload[5],
-                    f.payload[6],
-                    f.payload[7],
-                ]));
-            }
-        }
+        let goaway = bad.goaway_code_at_eof();
         assert_eq!(goaway, Some(code), "{what}: GOAWAY code, then EOF");
         // Others go on: a native call and a gRPC call.
         let r = echo
@@ -314,20 +350,7 @@ fn a_peer_that_breaks_http2_is_closed_and_the_others_are_served() {
     s.write_all(b"PRI * HTTP/1.1\r\n\r\n").unwrap();
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
-    good.request(1, "/echo.Echo/Echo", "application/grpc", &[]);
-    good.message(
-        1,
-        &EchoRequest {
-            payload: b"still"[..].into(),
-        },
-        true,
-    );
-    let (blocks, data) = good.response(1);
-    assert_eq!(get(&blocks[1], "grpc-status"), Some("0"));
-    assert_eq!(
-        &EchoResponse::decode(&data[5..]).unwrap().payload[..],
-        b"still"
-    );
+    good.echo(1, b"still");
     drop((good, s, echo, native));
     server.shutdown(Duration::from_secs(2)).unwrap();
     drop(server);
@@ -345,16 +368,7 @@ fn a_rapid_reset_flood_is_sent_goaway_and_others_are_served() {
     let mut p = Peer::connect(&addr);
     let mut id = 1;
     for _ in 0..500 {
-        p.request(id, "/echo.Echo/Echo", "application/grpc", &[]);
-        p.message(
-            id,
-            &EchoRequest {
-                payload: b"ok"[..].into(),
-            },
-            true,
-        );
-        let (blocks, _) = p.response(id);
-        assert_eq!(get(blocks.last().unwrap(), "grpc-status"), Some("0"));
+        p.echo(id, b"ok");
         id += 2;
     }
     let burst = |p: &mut Peer, n: usize, id: &mut u32| {
@@ -373,33 +387,11 @@ fn a_rapid_reset_flood_is_sent_goaway_and_others_are_served() {
         p.s.write_all(&bytes).is_ok()
     };
     assert!(burst(&mut p, 1_900, &mut id));
-    p.request(id, "/echo.Echo/Echo", "application/grpc", &[]);
-    p.message(
-        id,
-        &EchoRequest {
-            payload: b"within"[..].into(),
-        },
-        true,
-    );
-    let (blocks, _) = p.response(id);
-    assert_eq!(
-        get(blocks.last().unwrap(), "grpc-status"),
-        Some("0"),
-        "within the allowance"
-    );
+    // Within the allowance: served.
+    p.echo(id, b"within");
     id += 2;
     burst(&mut p, 5_000, &mut id);
-    let mut goaway = None;
-    while let Some(f) = p.read() {
-        if f.kind == GOAWAY {
-            goaway = Some(u32::from_be_bytes([
-                f.payload[4],
-                f.payload[5],
-                f.payload[6],
-                f.payload[7],
-            ]));
-        }
-    }
+    let goaway = p.goaway_code_at_eof();
     assert_eq!(
         goaway,
         Some(0xb),
@@ -407,20 +399,7 @@ fn a_rapid_reset_flood_is_sent_goaway_and_others_are_served() {
     );
     // Another gRPC connection is served.
     let mut good = Peer::connect(&addr);
-    good.request(1, "/echo.Echo/Echo", "application/grpc", &[]);
-    good.message(
-        1,
-        &EchoRequest {
-            payload: b"after"[..].into(),
-        },
-        true,
-    );
-    let (blocks, data) = good.response(1);
-    assert_eq!(get(blocks.last().unwrap(), "grpc-status"), Some("0"));
-    assert_eq!(
-        &EchoResponse::decode(&data[5..]).unwrap().payload[..],
-        b"after"
-    );
+    good.echo(1, b"after");
     drop((p, good));
     server.shutdown(Duration::from_secs(2)).unwrap();
     drop(server);
@@ -569,7 +548,6 @@ fn a_client_that_never_opens_its_window_is_closed_at_the_queue_limit() {
         payload: vec![b'q'; 900 << 10].into(),
     };
     let mut id = 1;
-    let mut goaway = None;
     // 900 KiB answers pile up for the client; past 32 MiB it is let go.
     for _ in 0..60 {
         let headers = p.request_frame(id, "/echo.Echo/Echo", "application/grpc", &[]);
@@ -596,30 +574,15 @@ fn a_client_that_never_opens_its_window_is_closed_at_the_queue_limit() {
         }
         id += 2;
     }
-    while let Some(f) = p.read() {
-        if f.kind == GOAWAY {
-            goaway = Some(u32::from_be_bytes([
-                f.payload[4],
-                f.payload[5],
-                f.payload[6],
-                f.payload[7],
-            ]));
-        }
-    }
+    let goaway = p.goaway_code_at_eof();
     assert_eq!(
         goaway,
         Some(0xb),
         "GOAWAY ENHANCE_YOUR_CALM, then the close"
     );
     // Others are served.
-    let native = Client::connect(&addr, ClientOptions::default()).unwrap();
-    let r = EchoClient::new(native.clone())
-        .echo(&EchoRequest {
-            payload: b"fine"[..].into(),
-        })
-        .unwrap();
-    assert_eq!(&r.payload[..], b"fine");
-    drop((p, native));
+    native_echo(&addr, "fine");
+    drop(p);
     server.shutdown(Duration::from_secs(2)).unwrap();
     drop(server);
     leaks.assert_clean();
@@ -635,7 +598,6 @@ fn requests_that_never_complete_cannot_grow_the_server_without_bound() {
     let mut head = vec![0];
     head.extend((2u32 << 20).to_be_bytes());
     let chunk = vec![7u8; 16_000];
-    let mut goaway = None;
     'streams: for i in 0..80u32 {
         let id = 1 + 2 * i;
         let headers = p.request_frame(id, "/echo.Echo/Echo", "application/grpc", &[]);
@@ -648,29 +610,14 @@ fn requests_that_never_complete_cannot_grow_the_server_without_bound() {
             break 'streams;
         }
     }
-    while let Some(f) = p.read() {
-        if f.kind == GOAWAY {
-            goaway = Some(u32::from_be_bytes([
-                f.payload[4],
-                f.payload[5],
-                f.payload[6],
-                f.payload[7],
-            ]));
-        }
-    }
+    let goaway = p.goaway_code_at_eof();
     assert_eq!(
         goaway,
         Some(0xb),
         "GOAWAY ENHANCE_YOUR_CALM past 64 MiB held"
     );
-    let native = Client::connect(&addr, ClientOptions::default()).unwrap();
-    let r = EchoClient::new(native.clone())
-        .echo(&EchoRequest {
-            payload: b"fine"[..].into(),
-        })
-        .unwrap();
-    assert_eq!(&r.payload[..], b"fine");
-    drop((p, native));
+    native_echo(&addr, "fine");
+    drop(p);
     server.shutdown(Duration::from_secs(2)).unwrap();
     drop(server);
     leaks.assert_clean();

@@ -66,3 +66,43 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A running `rpc-server` on a Unix socket in a directory of its own
+/// (no port to race for); killed, and the directory removed, on drop.
+pub struct RpcServer {
+    pub child: std::process::Child,
+    /// Removed on drop.
+    pub dir: std::path::PathBuf,
+}
+
+impl Drop for RpcServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts `rpc-server --loops 1` with `extra` flags on a socket named
+/// after `name` (unique within a test binary); returns it and its address
+/// (`unix:/path`, as `rpc-client` and gRPC clients take it) once the
+/// socket exists. The server may not accept yet: retry the first call.
+pub fn rpc_server(name: &str, extra: &[&str]) -> (RpcServer, String) {
+    let dir = std::env::temp_dir().join(format!("ferropoll-rpc-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("rpc.sock");
+    let addr = format!("unix:{}", sock.display());
+    let child = Command::new(env!("CARGO_BIN_EXE_rpc-server"))
+        .args(["--addr", &addr, "--loops", "1"])
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = RpcServer { child, dir };
+    assert!(
+        ferropoll_transport::testing::wait_until(Duration::from_secs(10), || sock.exists()),
+        "rpc-server did not start"
+    );
+    (server, addr)
+}

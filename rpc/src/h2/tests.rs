@@ -98,6 +98,18 @@ impl Peer {
         ])
     }
 
+    /// Opens `stream` with a whole request (HEADERS, END_STREAM), taken.
+    fn complete_request(&mut self, stream: u32) {
+        let block = self.request_block("/a.B/C");
+        let (r, _) = self.exchange(&frame(
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            stream,
+            &block,
+        ));
+        r.unwrap();
+    }
+
     fn decode(&mut self, block: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.dec.decode(block).unwrap()
     }
@@ -422,14 +434,7 @@ fn consumed_data_is_credited_back() {
 #[test]
 fn output_waits_for_the_peer_window_and_trailers_follow_the_data() {
     let (mut peer, _) = Peer::open(Config::default());
-    let block = peer.request_block("/a.B/C");
-    let (r, _) = peer.exchange(&frame(
-        kind::HEADERS,
-        flag::END_HEADERS | flag::END_STREAM,
-        1,
-        &block,
-    ));
-    r.unwrap();
+    peer.complete_request(1);
     let mut out = LinkBuffer::new();
     peer.server
         .send_headers(1, &[(b":status", b"200")], false, &mut out);
@@ -479,14 +484,7 @@ fn a_lowered_header_table_is_acknowledged_in_the_next_block() {
     let (r, out) = peer.exchange(&frame(kind::SETTINGS, 0, 0, &settings));
     r.unwrap();
     assert!(out[0].0.has(flag::ACK));
-    let block = peer.request_block("/a.B/C");
-    let (r, _) = peer.exchange(&frame(
-        kind::HEADERS,
-        flag::END_HEADERS | flag::END_STREAM,
-        1,
-        &block,
-    ));
-    r.unwrap();
+    peer.complete_request(1);
     let mut out = LinkBuffer::new();
     peer.server
         .send_headers(1, &[(b":status", b"200"), (b"x-a", b"b")], true, &mut out);
@@ -536,14 +534,7 @@ fn a_reset_from_the_peer_ends_the_stream() {
 #[test]
 fn a_message_goes_in_one_frame_when_it_fits_and_queues_when_not() {
     let (mut peer, _) = Peer::open(Config::default());
-    let block = peer.request_block("/a.B/C");
-    let (r, _) = peer.exchange(&frame(
-        kind::HEADERS,
-        flag::END_HEADERS | flag::END_STREAM,
-        1,
-        &block,
-    ));
-    r.unwrap();
+    peer.complete_request(1);
     let mut out = LinkBuffer::new();
     peer.server.send_message(1, buf(b"hello"), &mut out);
     peer.server.send_trailer(1, b"grpc-status", b"0", &mut out);
@@ -559,14 +550,7 @@ fn a_message_goes_in_one_frame_when_it_fits_and_queues_when_not() {
 
     // 70,000 bytes do not fit the default window: the window's worth goes,
     // the rest and the trailer wait for credit.
-    let block = peer.request_block("/a.B/C");
-    let (r, _) = peer.exchange(&frame(
-        kind::HEADERS,
-        flag::END_HEADERS | flag::END_STREAM,
-        3,
-        &block,
-    ));
-    r.unwrap();
+    peer.complete_request(3);
     let mut out = LinkBuffer::new();
     peer.server
         .send_message(3, buf(&vec![1u8; 70_000]), &mut out);
