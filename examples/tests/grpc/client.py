@@ -2,6 +2,7 @@
 ferropoll server: `client.py TARGET PROTO_DIR CASE`. Exits 0 when the case
 holds; otherwise prints what differed and exits 1."""
 
+import queue
 import sys
 import tempfile
 
@@ -25,6 +26,15 @@ import kv_pb2_grpc  # noqa: E402
 def check(cond, what):
     if not cond:
         sys.exit(f"{case}: {what}")
+
+
+def fed(q):
+    """The requests put on queue `q`, until a None: a stream fed as it goes."""
+    while True:
+        item = q.get()
+        if item is None:
+            return
+        yield item
 
 
 def expect_code(fn, code, what):
@@ -91,17 +101,8 @@ elif case == "deadline":
 
 elif case == "bidi_stream":
     # Ping-pong: each message waits for its echo.
-    import queue
     q = queue.Queue()
-
-    def requests():
-        while True:
-            item = q.get()
-            if item is None:
-                return
-            yield item
-
-    responses = echo.EchoStream(requests(), timeout=30)
+    responses = echo.EchoStream(fed(q), timeout=30)
     for i in range(100):
         q.put(echo_pb2.EchoRequest(payload=b"ping %d" % i))
         r = next(responses)
@@ -126,18 +127,9 @@ elif case == "bidi_stream":
 elif case == "cancel_stream":
     # Cancel after the first response: the call ends CANCELLED here, the
     # server drops its side, and the connection goes on serving.
-    import queue
-    q = queue.Queue()
-
-    def requests():
-        while True:
-            item = q.get()
-            if item is None:
-                return
-            yield item
-
     for round in range(20):
-        call = echo.EchoStream(requests(), timeout=30)
+        q = queue.Queue()
+        call = echo.EchoStream(fed(q), timeout=30)
         q.put(echo_pb2.EchoRequest(payload=b"first"))
         check(next(call).payload == b"first", "first echo")
         call.cancel()
@@ -147,7 +139,6 @@ elif case == "cancel_stream":
         except grpc.RpcError as e:
             check(e.code() == grpc.StatusCode.CANCELLED, f"code after cancel {e.code()}")
         q.put(None)
-        q = queue.Queue()
     check(echo.Echo(echo_pb2.EchoRequest(payload=b"after"), timeout=10).payload == b"after",
           "unary after the cancels")
 
